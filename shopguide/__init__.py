@@ -1,0 +1,1 @@
+"""shopguide: command line, settings and data-set readers shared by streams, serving and trainer."""

@@ -1,0 +1,57 @@
+"""Prometheus metrics of the worker and of the fine-tune job.
+
+Each class is given its registry (never the global one at import), so tests and several apps in
+one process do not collide. Names are stable: dashboards and alert rules under deploy/ use them.
+Latencies are in seconds.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self.events = Counter("shopguide_events_consumed", "Events accepted, by type",
+                              ["type"], registry=registry)
+        self.deadletters = Counter("shopguide_events_deadlettered", "Events sent to the dead-letter topic, by reason",
+                                   ["reason"], registry=registry)
+        self.recommendations = Counter("shopguide_recommendations", "Recommendations pushed, by source (model or fallback)",
+                                       ["source"], registry=registry)
+        self.fallbacks = Counter("shopguide_fallbacks", "Recommendations served by popularity, by cause",
+                                 ["cause"], registry=registry)
+        self.latency = Histogram("shopguide_event_to_recommendation_seconds",
+                                 "Event time (Kafka timestamp) to recommendation pushed",
+                                 buckets=LATENCY_BUCKETS, registry=registry)
+        self.triton_latency = Histogram("shopguide_triton_request_seconds", "One Triton inference call",
+                                        buckets=LATENCY_BUCKETS, registry=registry)
+        self.triton_batch = Histogram("shopguide_triton_batch_size", "Users in one Triton call",
+                                      buckets=BATCH_BUCKETS, registry=registry)
+        self.lag = Gauge("shopguide_consumer_lag", "Messages behind the end of the partition",
+                         ["topic", "partition"], registry=registry)
+        self.sessions = Gauge("shopguide_session_table_size", "Users held in this worker's session table",
+                              registry=registry)
+        self.model_version = Gauge("shopguide_model_version", "Model version that answered last",
+                                   registry=registry)
+
+
+class FinetuneMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self.runs = Counter("shopguide_finetune_runs", "Fine-tune runs, by outcome (published, rejected, failed)",
+                            ["outcome"], registry=registry)
+        self.duration = Gauge("shopguide_finetune_last_duration_seconds", "Wall time of the last run",
+                              registry=registry)
+        self.events_used = Gauge("shopguide_finetune_last_events", "Events the last run learned from",
+                                 registry=registry)
+        self.candidate_metric = Gauge("shopguide_finetune_last_candidate_ndcg", "Candidate NDCG@20 on the held-out slice",
+                                      registry=registry)
+        self.live_metric = Gauge("shopguide_finetune_last_live_ndcg", "Live model NDCG@20 on the held-out slice",
+                                 registry=registry)
+        self.published_version = Gauge("shopguide_finetune_published_version", "Newest version published",
+                                       registry=registry)
+        self.last_run = Gauge("shopguide_finetune_last_run_timestamp_seconds", "When the last run ended",
+                              registry=registry)
