@@ -1,0 +1,1 @@
+"""Answers: Triton client, model export and optimisation, local Triton launcher, model repository."""

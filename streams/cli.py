@@ -1,0 +1,2 @@
+def register(commands, bench):
+    """Add this package's subcommands (filled in as the package grows)."""

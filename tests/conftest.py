@@ -1,0 +1,3 @@
+"""Session-wide real services live in tests/fixtures/ (one module per service), registered here."""
+pytest_plugins = [
+]

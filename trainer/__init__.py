@@ -1,0 +1,1 @@
+"""Learns: the next-item model, data, training loop, full-ranking evaluation, fine-tuning."""
