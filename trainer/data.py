@@ -1,0 +1,91 @@
+"""From an interaction log to model-id sequences, the leave-one-out split, and training batches.
+
+Leave-one-out (shared/data/README.md): each user's last item is the test target, the one before
+it the validation target, everything earlier is training input. Users with fewer than three
+items only contribute training pairs.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from shopguide import datasets
+from trainer.item_index import PADDING, ItemIndex
+
+
+@dataclass
+class Split:
+    train: list[list[int]]  # per user, the items the model may learn from
+    valid_inputs: list[list[int]]
+    valid_targets: list[int]
+    test_inputs: list[list[int]]
+    test_targets: list[int]
+
+
+def load(path: Path | str, index: ItemIndex | None = None) -> tuple[ItemIndex, list[list[int]]]:
+    """Each user's model-id sequence; the index grows by every item of the file."""
+    by_user = datasets.sequences(datasets.read(path))
+    index = index if index is not None else ItemIndex()
+    for items in by_user.values():
+        index.grow(items)
+    return index, [index.to_model(items) for items in by_user.values()]
+
+
+def leave_one_out(sequences: Sequence[list[int]]) -> Split:
+    split = Split([], [], [], [], [])
+    for seq in sequences:
+        if len(seq) < 3:
+            split.train.append(list(seq))
+            continue
+        split.train.append(seq[:-2])
+        split.valid_inputs.append(seq[:-2])
+        split.valid_targets.append(seq[-2])
+        split.test_inputs.append(seq[:-1])
+        split.test_targets.append(seq[-1])
+    return split
+
+
+def training_windows(sequences: Sequence[list[int]], max_len: int) -> list[list[int]]:
+    """Sequences of at most max_len + 1 items (one input window plus its shifted targets).
+
+    Longer histories are cut into consecutive windows so no training pair is dropped.
+    """
+    windows = []
+    for seq in sequences:
+        if len(seq) < 2:
+            continue
+        for end in range(len(seq), 1, -max_len):
+            windows.append(seq[max(0, end - max_len - 1):end])
+    return windows
+
+
+def left_pad(sequences: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
+    """[batch, length] int64, left-padded with 0; length = the longest (capped) sequence."""
+    length = max(1, min(max_len, max((len(s) for s in sequences), default=1)))
+    out = torch.full((len(sequences), length), PADDING, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        tail = list(seq)[-length:]
+        if tail:
+            out[row, length - len(tail):] = torch.tensor(tail, dtype=torch.long)
+    return out
+
+
+def training_batches(windows: list[list[int]], batch_size: int, rng: random.Random
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled (inputs, targets) batches, grouped by length so little padding is computed."""
+    order = list(range(len(windows)))
+    rng.shuffle(order)
+    pool = batch_size * 32
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start:start + pool], key=lambda i: len(windows[i]))
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    for batch in batches:
+        seqs = [windows[i] for i in batch]
+        width = max(len(s) for s in seqs) - 1
+        yield left_pad([s[:-1] for s in seqs], width), left_pad([s[1:] for s in seqs], width)

@@ -1,0 +1,74 @@
+"""Full-ranking evaluation: each target is ranked against ALL items, HR and NDCG at 5, 10, 20.
+
+Items the user has already seen stay in the ranking (the ICLRec/S3-Rec protocol does not
+exclude them), so our figures compare with the published ones. Ties count against the target:
+its rank is the number of items scored strictly higher plus those tied with it.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Sequence
+
+import torch
+
+from trainer.data import left_pad
+from trainer.item_index import PADDING
+
+KS = (5, 10, 20)
+
+
+def ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target among all non-padding ids (ties counted against it)."""
+    scores = scores.clone()
+    scores[:, PADDING] = float("-inf")
+    target_scores = scores.gather(1, targets[:, None])
+    higher = (scores > target_scores).sum(1)
+    tied = (scores == target_scores).sum(1) - 1
+    return higher + tied
+
+
+def summarise(all_ranks: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
+    metrics = {}
+    for k in ks:
+        hit = all_ranks < k
+        metrics[f"HR@{k}"] = hit.float().mean().item()
+        metrics[f"NDCG@{k}"] = torch.where(hit, 1.0 / torch.log2(all_ranks.float() + 2.0), 0.0).mean().item()
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_model(model, inputs: Sequence[list[int]], targets: Sequence[int],
+                   batch_size: int = 512, ks: Sequence[int] = KS) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate_scorer(lambda batch: model(left_pad(batch, model.args.max_len)),
+                               inputs, targets, batch_size, ks)
+    finally:
+        model.train(was_training)
+
+
+def evaluate_scorer(score: Callable[[Sequence[list[int]]], torch.Tensor], inputs: Sequence[list[int]],
+                    targets: Sequence[int], batch_size: int = 512, ks: Sequence[int] = KS) -> dict[str, float]:
+    """Metrics of any function mapping a batch of histories to scores [batch, num_ids]."""
+    found = []
+    for start in range(0, len(inputs), batch_size):
+        scores = score(inputs[start:start + batch_size])
+        found.append(ranks(scores, torch.tensor(targets[start:start + batch_size])))
+    return summarise(torch.cat(found) if found else torch.zeros(0, dtype=torch.long), ks)
+
+
+def popularity_scores(histories: Sequence[list[int]], num_ids: int) -> torch.Tensor:
+    """Interaction counts over the given histories, ties broken towards the smaller id."""
+    counts = Counter(item for seq in histories for item in seq)
+    scores = torch.zeros(num_ids, dtype=torch.float64)
+    for item, count in counts.items():
+        scores[item] = count
+    return scores - torch.arange(num_ids, dtype=torch.float64) / (2.0 * num_ids)
+
+
+def evaluate_popularity(histories: Sequence[list[int]], num_ids: int, targets: Sequence[int],
+                        ks: Sequence[int] = KS) -> dict[str, float]:
+    """The popularity baseline: the same list for every user, counted over the inputs only."""
+    scores = popularity_scores(histories, num_ids)
+    return evaluate_scorer(lambda batch: scores.expand(len(batch), -1), histories, targets, 4096, ks)

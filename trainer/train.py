@@ -1,0 +1,107 @@
+"""The training loop: full-catalogue cross-entropy, early stopping on validation NDCG@20.
+
+`fit(path)` is the whole job from code (tests train a tiny model with `max_minutes=0.1`);
+`shopguide train` is the same call from the command line. One set of defaults for every data set.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from trainer import data
+from trainer.checkpoint import Checkpoint
+from trainer.evaluate import evaluate_model
+from trainer.item_index import ItemIndex
+from trainer.model import ModelArgs, NextItemModel
+
+MONITOR = "NDCG@20"
+
+
+@dataclass
+class TrainConfig:
+    max_len: int = 50
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.3
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    max_epochs: int = 200
+    patience: int = 10  # epochs without a better validation NDCG@20 before stopping
+    max_minutes: float = 30.0
+    seed: int = 0
+
+    def model_args(self, num_ids: int) -> ModelArgs:
+        return ModelArgs(num_ids=num_ids, max_len=self.max_len, hidden=self.hidden, layers=self.layers,
+                         heads=self.heads, dropout=self.dropout)
+
+
+def fit(path: Path | str, config: TrainConfig = TrainConfig(), out: Path | str | None = None,
+        progress: bool = True) -> Checkpoint:
+    """Train a fresh model on the data file at `path`; save to `out`/checkpoint.pt if given."""
+    torch.manual_seed(config.seed)
+    index, sequences = data.load(path)
+    split = data.leave_one_out(sequences)
+    model = NextItemModel(config.model_args(index.num_ids))
+    checkpoint = Checkpoint(model, index, dataclasses.asdict(config), data=str(path))
+    target = Path(out) / "checkpoint.pt" if out is not None else None
+    train(checkpoint, split, config, target, progress)
+    checkpoint.metrics["test"] = evaluate_model(model, split.test_inputs, split.test_targets)
+    if target is not None:
+        checkpoint.save(target)
+    return checkpoint
+
+
+def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
+          target: Path | None = None, progress: bool = True) -> None:
+    """Train checkpoint.model in place; it ends holding the best validation weights.
+
+    The checkpoint is saved to `target` at every improvement, so a killed run leaves its best.
+    """
+    model, rng = checkpoint.model, random.Random(config.seed)
+    windows = data.training_windows(split.train, config.max_len)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    deadline = time.monotonic() + 60.0 * config.max_minutes
+    best, best_state, stale = float("-inf"), copy.deepcopy(model.state_dict()), 0
+    bar = tqdm(range(config.max_epochs), desc="train", unit="epoch", disable=not progress)
+    for epoch in bar:
+        started = time.monotonic()
+        loss = _epoch(model, optimiser, windows, config.batch_size, rng, deadline)
+        valid = evaluate_model(model, split.valid_inputs, split.valid_targets)
+        checkpoint.history.append({"epoch": epoch + 1, "loss": loss, "seconds": time.monotonic() - started,
+                                   **{f"valid_{k}": v for k, v in valid.items()}})
+        bar.set_postfix(loss=f"{loss:.3f}", ndcg20=f"{valid[MONITOR]:.4f}", best=f"{max(best, valid[MONITOR]):.4f}")
+        if valid[MONITOR] > best:
+            best, best_state, stale = valid[MONITOR], copy.deepcopy(model.state_dict()), 0
+            checkpoint.metrics["valid"] = valid
+            if target is not None:
+                checkpoint.save(target)
+        else:
+            stale += 1
+        if stale >= config.patience or time.monotonic() >= deadline:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+
+
+def _epoch(model: NextItemModel, optimiser, windows, batch_size: int, rng: random.Random, deadline: float) -> float:
+    """One pass over the training windows (cut short at the deadline); mean loss."""
+    model.train()
+    total, batches = 0.0, 0
+    for inputs, targets in data.training_batches(windows, batch_size, rng):
+        loss = model.loss(inputs, targets)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        total, batches = total + loss.item(), batches + 1
+        if time.monotonic() >= deadline:
+            break
+    return total / max(batches, 1)
