@@ -31,6 +31,7 @@ class Settings:
     triton_metrics_port: int = _setting(8002, "SHOPGUIDE_TRITON_METRICS_PORT", "Triton metrics port")
     model_repository: Path = _setting(Path("model_repository"), "SHOPGUIDE_MODEL_REPOSITORY", "Triton model repository")
     model_name: str = _setting("next_item", "SHOPGUIDE_MODEL_NAME", "model name in the repository")
+    model_keep: int = _setting(3, "SHOPGUIDE_MODEL_KEEP", "model versions kept in the repository (rollback needs 2)")
     triton_timeout_s: float = _setting(0.2, "SHOPGUIDE_TRITON_TIMEOUT", "timeout of one Triton call (s)")
     recommend_k: int = _setting(10, "SHOPGUIDE_RECOMMEND_K", "items per recommendation")
     batch_max: int = _setting(256, "SHOPGUIDE_BATCH_MAX", "users per Triton micro-batch")

@@ -1,0 +1,95 @@
+"""Triton Python-backend model `next_item`: the next items for each user, in the shop's id space.
+
+Each version directory is self-contained: this file (copied at publish time), model.onnx,
+item_index.json (position i is model id i+1; 0 is padding) and export.json (top_k, max_len).
+The whole dynamic batch goes through one ONNX Runtime `session.run`; a request that cannot be
+read gets an error response of its own, and the model never raises out of `execute`.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+PADDING = 0
+WARMUP_BATCHES = (1, 64)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.input_name = config["input"][0]["name"]
+        outputs = {pb_utils.triton_string_to_numpy(o["data_type"]): o["name"] for o in config["output"]}
+        self.items_name = outputs[np.object_]
+        self.scores_name = outputs[np.float32]
+
+        export = json.loads((version_dir / "export.json").read_text())
+        self.max_len = int(export["max_len"])
+        index = json.loads((version_dir / "item_index.json").read_text())
+        self.model_ids = {str(item).encode(): n for n, item in enumerate(index, start=1)}
+        self.shop_ids = np.array([b""] + [str(item).encode() for item in index], dtype=np.object_)
+
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        self.session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=providers)
+        self.session_input = self.session.get_inputs()[0].name
+        self._warm_up()
+        pb_utils.Logger.log_info(
+            f"next_item version {args['model_version']}: {len(index)} items, max_len {self.max_len}, "
+            f"providers {self.session.get_providers()}")
+
+    def _warm_up(self):
+        # The first runs of an ORT session allocate and pick kernels; pay that before reporting ready.
+        for batch in WARMUP_BATCHES:
+            self._run(np.zeros((batch, self.max_len), dtype=np.int64))
+
+    def _run(self, model_ids):
+        top_ids, top_scores = self.session.run(["top_ids", "top_scores"], {self.session_input: model_ids})
+        return self.shop_ids[top_ids], top_scores.astype(np.float32)
+
+    def _encode(self, rows):
+        """Shop ids -> model ids: unknown ids and padding drop out, the newest max_len stay, left-padded."""
+        if rows.ndim != 2:
+            raise ValueError(f"{self.input_name} must be [batch, items], got shape {list(rows.shape)}")
+        encoded = np.full((rows.shape[0], self.max_len), PADDING, dtype=np.int64)
+        for n, row in enumerate(rows):
+            known = [self.model_ids[item] for item in row if item in self.model_ids][-self.max_len:]
+            if known:
+                encoded[n, self.max_len - len(known):] = known
+        return encoded
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        batches, owners = [], []
+        for n, request in enumerate(requests):
+            try:
+                rows = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+                batches.append(self._encode(rows))
+                owners.append(n)
+            except Exception as exc:  # a bad request must not fail its neighbours in the batch
+                responses[n] = _error(exc)
+        if batches:
+            self._answer(batches, owners, responses)
+        return responses
+
+    def _answer(self, batches, owners, responses):
+        try:
+            items, scores = self._run(np.concatenate(batches))
+        except Exception as exc:
+            for n in owners:
+                responses[n] = _error(exc)
+            return
+        start = 0
+        for n, batch in zip(owners, batches):
+            end = start + len(batch)
+            responses[n] = pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor(self.items_name, items[start:end]),
+                pb_utils.Tensor(self.scores_name, scores[start:end]),
+            ])
+            start = end
+
+
+def _error(exc):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}"))

@@ -1,0 +1,150 @@
+"""Talking to Triton: the async recommendation client used inside the worker's event loop, and the
+small synchronous probes the launcher and the CLI use (state, reload).
+
+The wire contract is model_repository/next_item/config.pbtxt: input ITEMS (BYTES [batch, -1],
+shop ids oldest first, rows left-padded with empty strings), outputs ITEMS (BYTES [batch, top_k])
+and SCORES (FP32 [batch, top_k]).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+INPUT = "ITEMS"
+OUTPUT_ITEMS = "ITEMS"
+OUTPUT_SCORES = "SCORES"
+PROBE_TIMEOUT_S = 2.0
+
+Recommendation = tuple[list[str], list[float]]
+
+
+class ServingError(Exception):
+    """A Triton call that gave no answer; `cause` is timeout, unavailable or error (a metrics label)."""
+
+    def __init__(self, cause: str, message: str):
+        super().__init__(message)
+        self.cause = cause
+
+
+def encode(sessions: Sequence[Sequence]) -> np.ndarray:
+    """Sessions of shop ids (str or int) -> a BYTES array, each row left-padded with b""."""
+    width = max((len(items) for items in sessions), default=0) or 1
+    rows = np.full((len(sessions), width), b"", dtype=np.object_)
+    for row, items in zip(rows, sessions):
+        if items:
+            row[width - len(items):] = [str(item).encode() for item in items]
+    return rows
+
+
+def decode(items: np.ndarray, scores: np.ndarray) -> list[Recommendation]:
+    """Per row: shop ids and scores, best first; padding answers (b"") dropped."""
+    answers = []
+    for row_items, row_scores in zip(items, scores):
+        kept = [(item.decode(), float(score)) for item, score in zip(row_items, row_scores) if item]
+        answers.append(([item for item, _ in kept], [score for _, score in kept]))
+    return answers
+
+
+def _serving_error(exc: Exception) -> ServingError:
+    status = str(getattr(exc, "status", lambda: "")() or "")
+    if "DEADLINE_EXCEEDED" in status:
+        return ServingError("timeout", f"Triton did not answer in time: {exc}")
+    if "UNAVAILABLE" in status:
+        return ServingError("unavailable", f"Triton is unreachable: {exc}")
+    return ServingError("error", f"Triton answered with an error: {exc}")
+
+
+class TritonClient:
+    """Async gRPC client of the next-item model: one Triton call per micro-batch of users.
+
+    The gRPC channel binds to the event loop it is created in, so it is made on first use inside
+    the running loop (the Faust worker's), not in __init__.
+    """
+
+    def __init__(self, url: str, model_name: str = "next_item"):
+        self.url = url
+        self.model_name = model_name
+        self._client = None
+
+    def _connection(self):
+        if self._client is None:
+            from tritonclient.grpc import aio
+
+            self._client = aio.InferenceServerClient(self.url)
+        return self._client
+
+    async def recommend(self, sessions: Sequence[Sequence], timeout_s: float) -> tuple[list[Recommendation], int | None]:
+        """(items, scores) per session, best first, and the model version that answered."""
+        if not sessions:
+            return [], None
+        from tritonclient.grpc import InferInput
+        from tritonclient.utils import InferenceServerException
+
+        rows = encode(sessions)
+        request = InferInput(INPUT, list(rows.shape), "BYTES")
+        request.set_data_from_numpy(rows)
+        try:
+            result = await self._connection().infer(self.model_name, [request], client_timeout=timeout_s)
+        except InferenceServerException as exc:
+            raise _serving_error(exc) from exc
+        answers = decode(result.as_numpy(OUTPUT_ITEMS), result.as_numpy(OUTPUT_SCORES))
+        return answers, int(result.get_response().model_version)
+
+    async def ready(self, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+        """True when the server is up and some version of the model can answer."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return await self._connection().is_model_ready(self.model_name, client_timeout=timeout_s)
+        except InferenceServerException:
+            return False
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+@dataclass(frozen=True)
+class ServerState:
+    live: bool = False
+    ready: bool = False
+    versions: dict[str, str] = field(default_factory=dict)  # version -> state, for one model
+
+    @property
+    def serving(self) -> list[int]:
+        return sorted(int(v) for v, state in self.versions.items() if state == "READY")
+
+
+def server_state(url: str, model_name: str = "next_item") -> ServerState:
+    """A synchronous probe; a server that does not answer is simply not live."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        with grpcclient.InferenceServerClient(url) as client:
+            live = client.is_server_live(client_timeout=PROBE_TIMEOUT_S)
+            ready = client.is_server_ready(client_timeout=PROBE_TIMEOUT_S)
+            index = client.get_model_repository_index(as_json=True, client_timeout=PROBE_TIMEOUT_S)
+    except InferenceServerException:
+        return ServerState()
+    versions = {m["version"]: m.get("state", "") for m in index.get("models", [])
+                if m["name"] == model_name and "version" in m}
+    return ServerState(live, ready, versions)
+
+
+def reload(url: str, model_name: str, timeout_s: float = 120.0) -> list[int]:
+    """Ask Triton to load the model's newest version (the old one serves until it is ready)."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from shopguide.errors import UserError
+
+    try:
+        with grpcclient.InferenceServerClient(url) as client:
+            client.load_model(model_name, client_timeout=timeout_s)
+    except InferenceServerException as exc:
+        raise UserError(f"Triton at {url} could not load {model_name}: {exc.message()}") from None
+    return server_state(url, model_name).serving
