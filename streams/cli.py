@@ -1,2 +1,73 @@
+"""Subcommands of the streams package: broker, worker, replay, bench stream."""
+from __future__ import annotations
+
+import argparse
+
+from shopguide.cli import add_home_flag, add_kafka_flags
+
+
 def register(commands, bench):
-    """Add this package's subcommands (filled in as the package grows)."""
+    _register_broker(commands)
+
+
+def _register_broker(commands) -> None:
+    broker = commands.add_parser(
+        "broker", help="the local Kafka broker (KRaft, official jars): fetch, start, stop, status",
+        description="Run Apache Kafka in KRaft mode on 127.0.0.1 from the official jars. Its data, "
+                    "log and pid file live under <home>/kafka; a stop and start keeps every topic.")
+    actions = broker.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    fetch = actions.add_parser("fetch", help="download the Kafka jars into the cache (once; quick when cached)")
+    fetch.add_argument("--quiet", action="store_true", help="no progress bar")
+    fetch.set_defaults(handler=_broker_fetch)
+    start = actions.add_parser("start", help="format storage if new, start in the background, wait until ready")
+    stop = actions.add_parser("stop", help="graceful shutdown (data kept)")
+    status = actions.add_parser("status", help="running or not; exit code 0 if running, 3 if not")
+    for parser, handler in ((start, _broker_start), (stop, _broker_stop), (status, _broker_status)):
+        add_home_flag(parser)
+        parser.set_defaults(handler=handler)
+    add_kafka_flags(start)
+    start.add_argument("--port", type=int,
+                       help="client port (default: the port of --bootstrap-servers, 9092)")
+    start.add_argument("--controller-port", type=int, help="KRaft controller port (default: port + 1)")
+    start.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness (default 90)")
+
+
+def _broker(args: argparse.Namespace, settings):
+    from streams.broker import LocalBroker, parse_port
+
+    port = getattr(args, "port", None) or parse_port(settings.bootstrap_servers)
+    controller_port = getattr(args, "controller_port", None) or port + 1
+    return LocalBroker(settings.home, settings.cache, port, controller_port, settings.partitions)
+
+
+def _broker_fetch(args, settings) -> int:
+    from streams.broker import fetch
+
+    libs = fetch(settings.cache, quiet=args.quiet)
+    if not args.quiet:
+        print(f"Kafka jars in {libs}")
+    return 0
+
+
+def _broker_start(args, settings) -> int:
+    broker = _broker(args, settings)
+    broker.start(timeout_s=args.timeout)
+    print(f"broker ready on {broker.bootstrap_servers} (pid {broker.pid()}, data {broker.root / 'data'})")
+    return 0
+
+
+def _broker_stop(args, settings) -> int:
+    broker = _broker(args, settings)
+    print("broker stopped" if broker.stop() else f"no broker running from {broker.root}")
+    return 0
+
+
+def _broker_status(args, settings) -> int:
+    broker = _broker(args, settings)
+    pid = broker.pid()
+    if pid is None:
+        print(f"no broker running from {broker.root}")
+        return 3
+    print(f"broker running: pid {pid}, 127.0.0.1:{broker.running_port()}, data {broker.root / 'data'}")
+    return 0

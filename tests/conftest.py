@@ -1,3 +1,4 @@
 """Session-wide real services live in tests/fixtures/ (one module per service), registered here."""
 pytest_plugins = [
+    "tests.fixtures.kafka",
 ]

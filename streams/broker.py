@@ -1,0 +1,235 @@
+"""A local single-node Apache Kafka (KRaft) from the official jars: fetch, format, start, stop.
+
+Jars come from Maven Central through deploy/kafka/pom.xml into `Settings.cache`; the broker's
+data, log, rendered config and pid file live under `<home>/kafka`, so a stop and start keeps
+every topic and message.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from shopguide.errors import UserError
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
+POM = DEPLOY / "pom.xml"
+TEMPLATE = DEPLOY / "server.properties"
+LOG_CONFIG = DEPLOY / "log4j2.properties"
+JAVA_HEAP = ("-Xms256m", "-Xmx768m")
+
+
+def kafka_version() -> str:
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
+    return match.group(1)
+
+
+def libs_dir(cache: Path) -> Path:
+    return Path(cache) / f"kafka-{kafka_version()}" / "libs"
+
+
+def fetch(cache: Path, quiet: bool = False) -> Path:
+    """Download the broker jars once (Maven prints nothing when they are already here)."""
+    libs = libs_dir(cache)
+    done = libs / ".complete"
+    if done.exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise UserError("Maven (mvn) is needed to fetch the Kafka jars: apt-get install maven")
+    libs.mkdir(parents=True, exist_ok=True)
+    command = ["mvn", "-B", "-f", str(POM), "dependency:copy-dependencies",
+               f"-DoutputDirectory={libs}", f"-Dmaven.repo.local={Path(cache) / 'm2'}"]
+    _run_with_progress(command, f"fetching Kafka {kafka_version()} jars", quiet)
+    done.touch()
+    return libs
+
+
+def _run_with_progress(command: list[str], description: str, quiet: bool) -> None:
+    from tqdm import tqdm
+
+    output = []
+    with tqdm(desc=description, unit=" files", disable=quiet) as bar:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in process.stdout:
+            output.append(line)
+            if "Downloaded from" in line:
+                bar.update(1)
+        process.wait()
+    if process.returncode:
+        tail = "".join(output[-15:])
+        raise UserError(f"fetching the Kafka jars failed ({' '.join(command)}):\n{tail}")
+
+
+def parse_port(bootstrap_servers: str) -> int:
+    try:
+        return int(bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        raise UserError(f"bootstrap servers {bootstrap_servers!r}: expected host:port") from None
+
+
+@dataclass
+class LocalBroker:
+    """One KRaft broker+controller on loopback; its state under `home/kafka`."""
+
+    home: Path
+    cache: Path
+    port: int = 9092
+    controller_port: int = 9093
+    partitions: int = 4
+
+    @property
+    def root(self) -> Path:
+        return Path(self.home).resolve() / "kafka"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "logs" / "server.log"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def pid(self) -> int | None:
+        """The running broker's pid, or None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+        if _alive(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def running_port(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().split()[1])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+
+    def start(self, timeout_s: float = 90.0, quiet: bool = False) -> None:
+        if self.pid() is not None:
+            raise UserError(f"a broker is already running from {self.root} (pid {self.pid()}, "
+                            f"port {self.running_port()}); `shopguide broker stop` first")
+        for port in (self.port, self.controller_port):
+            if _port_open(port):
+                raise UserError(f"port {port} on 127.0.0.1 is taken; choose another with --port/--controller-port")
+        libs = fetch(self.cache, quiet=quiet)
+        config = self._write_config()
+        if not (self.root / "data" / "meta.properties").exists():
+            self._java(libs, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config),
+                       check=True)
+        process = self._java(libs, "kafka.Kafka", str(config))
+        self.pid_file.write_text(f"{process.pid} {self.port}\n")
+        self._wait_ready(process, timeout_s)
+
+    def stop(self, timeout_s: float = 60.0) -> bool:
+        """Graceful shutdown (SIGTERM lets Kafka flush and close its logs); False if none ran."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def _write_config(self) -> Path:
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        values = {"port": self.port, "controller_port": self.controller_port,
+                  "data_dir": self.root / "data", "partitions": self.partitions}
+        text = re.sub(r"\$\{(\w+)\}", lambda m: str(values[m.group(1)]), TEMPLATE.read_text())
+        config = self.root / "server.properties"
+        config.write_text(text)
+        return config
+
+    def _java(self, libs: Path, main: str, *args: str, check: bool = False):
+        command = ["java", *JAVA_HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                   f"-Dlog4j2.configurationFile={LOG_CONFIG}", f"-Dkafka.logs.dir={self.root / 'logs'}",
+                   "-cp", f"{libs}/*", main, *args]
+        stdout = (self.root / "logs" / "stdout.log").open("ab")
+        if check:
+            result = subprocess.run(command, stdout=stdout, stderr=subprocess.STDOUT)
+            if result.returncode:
+                raise UserError(f"formatting Kafka storage failed; see {self.root / 'logs' / 'stdout.log'}")
+            return result
+        # A new session: Ctrl-C in the terminal that started it does not kill the broker.
+        return subprocess.Popen(command, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+    def _wait_ready(self, process: subprocess.Popen, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise UserError(f"the broker exited with code {process.returncode}; see {self.log_file}")
+            if _port_open(self.port) and _metadata_ready(self.bootstrap_servers):
+                return
+            time.sleep(0.3)
+        self.stop()
+        raise UserError(f"the broker did not accept connections within {timeout_s:.0f} s; see {self.log_file}")
+
+
+def _cluster_id() -> str:
+    """Kafka's own cluster id form: a random UUID, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of this process still answers kill(0): reap it if so.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _metadata_ready(bootstrap_servers: str) -> bool:
+    """The port opens before the broker has registered with its controller; ask for metadata."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000,
+                                 bootstrap_timeout_ms=3000)
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        admin.describe_cluster()
+        return True
+    except (KafkaError, OSError, ValueError):
+        return False
+    finally:
+        admin.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

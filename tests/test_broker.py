@@ -1,0 +1,38 @@
+"""The local broker: it serves clients, and a stop and start keeps topics and messages."""
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from shopguide.errors import UserError
+from streams.broker import LocalBroker, free_port
+
+pytestmark = pytest.mark.kafka
+
+
+def _read_all(bootstrap_servers: str, topic: str) -> list[bytes]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest",
+                             consumer_timeout_ms=3000)
+    try:
+        return [record.value for record in consumer]
+    finally:
+        consumer.close()
+
+
+def test_restart_keeps_messages(kafka_broker, unique_name):
+    topic = unique_name("keep")
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers)
+    for n in range(3):
+        producer.send(topic, f"m{n}".encode())
+    producer.flush()
+    producer.close()
+
+    assert kafka_broker.stop()
+    assert kafka_broker.pid() is None
+    kafka_broker.start(quiet=True)
+
+    assert _read_all(kafka_broker.bootstrap_servers, topic) == [b"m0", b"m1", b"m2"]
+
+
+def test_second_start_from_same_home_is_refused(kafka_broker):
+    twin = LocalBroker(kafka_broker.home, kafka_broker.cache, free_port(), free_port())
+    with pytest.raises(UserError, match="already running"):
+        twin.start(quiet=True)
