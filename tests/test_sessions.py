@@ -1,0 +1,52 @@
+"""Session state: the pure fold of events into a bounded, serialisable record."""
+from functools import reduce
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.events import Event
+from streams.sessions import MAX_PURCHASED, MAX_SEARCHES, Session, apply
+from tests.fixtures.events import valid_events
+
+
+def click(item, ts=100.0, session="s1"):
+    return Event("click", "u", session, 1e9 + ts, items=(item,))
+
+
+def test_items_keep_the_most_recent_in_order():
+    session = reduce(lambda s, i: apply(s, click(i, ts=i), length=3), range(5), None)
+    assert session.items == (2, 3, 4)
+    assert session.counts["click"] == 5
+    assert session.last_seen == 1e9 + 4
+
+
+def test_purchase_records_items_once_and_moves_repeats_to_the_end():
+    first = apply(None, Event("purchase", "u", "s", 1e9, items=("a", "b", "a")), length=10)
+    again = apply(first, Event("purchase", "u", "s", 1e9 + 1, items=("a",)), length=10)
+    assert first.purchased == ("a", "b")
+    assert again.purchased == ("b", "a")
+    assert again.items == ("a", "b", "a", "a")
+
+
+def test_searches_are_bounded_and_do_not_enter_the_item_sequence():
+    searches = [Event("search", "u", "s", 1e9 + n, query=f"q{n}", shown=(1, 2)) for n in range(MAX_SEARCHES + 2)]
+    session = reduce(lambda s, e: apply(s, e, length=5), searches, None)
+    assert session.searches == tuple(f"q{n}" for n in range(2, MAX_SEARCHES + 2))
+    assert session.items == ()
+
+
+def test_late_event_counts_but_does_not_move_last_seen_back():
+    session = apply(apply(None, click(1, ts=50, session="new"), 5), click(2, ts=10, session="old"), 5)
+    assert session.last_seen == 1e9 + 50
+    assert session.session == "new"
+    assert session.items == (1, 2)
+
+
+@given(st.lists(valid_events(), max_size=30), st.integers(0, 8))
+def test_state_is_bounded_and_survives_pack_unpack(events, length):
+    session = reduce(lambda s, e: apply(s, e, length), events, None) or Session()
+    assert len(session.items) <= length
+    assert len(session.searches) <= MAX_SEARCHES
+    assert len(session.purchased) <= MAX_PURCHASED
+    assert session.events == len(events)
+    assert Session.unpack(session.pack()) == session
