@@ -3,9 +3,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test
-setup: $(VENV)/.installed
+# Validators of deploy/ (tests/test_deploy.py), each installed only if missing.
+TOOLS := $(or $(SHOPGUIDE_CACHE),$(HOME)/.cache/shopguide)/bin
+KUBECONFORM_VERSION := v0.7.0
+KUSTOMIZE_VERSION := v5.5.0
+
+.PHONY: setup tools demo test
+setup: $(VENV)/.installed tools
 	$(VENV)/bin/shopguide broker fetch
+
+tools:
+	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
+	@test -x $(TOOLS)/kubeconform || GOBIN=$(TOOLS) go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+	@command -v kubectl >/dev/null || test -x $(TOOLS)/kustomize || GOBIN=$(TOOLS) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
