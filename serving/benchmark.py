@@ -61,7 +61,7 @@ def run(settings: Settings, batches: list[int], seconds: float, concurrency: int
     if not state.serving:
         raise UserError(f"no version of {settings.model_name} serves at {settings.triton_grpc}; "
                         f"`shopguide triton start` and `shopguide model publish` first")
-    version_dir = ModelRepository(settings.model_repository.resolve(), settings.model_name).model_dir / str(state.serving[-1])
+    version_dir = ModelRepository.from_settings(settings).model_dir / str(state.serving[-1])
     try:
         items = json.loads((version_dir / "item_index.json").read_text())
     except FileNotFoundError:

@@ -134,18 +134,13 @@ def _print_state(settings) -> bool:
     return True
 
 
-def _repository(settings):
-    from serving.repository import ModelRepository
-
-    return ModelRepository(settings.model_repository.resolve(), settings.model_name)
-
-
 def _model_list(args, settings) -> int:
     import json
 
     from serving.client import server_state
+    from serving.repository import ModelRepository
 
-    repository = _repository(settings)
+    repository = ModelRepository.from_settings(settings)
     serving = server_state(settings.triton_grpc, settings.model_name).serving
     if not repository.versions():
         print(f"no versions in {repository.model_dir}")
@@ -155,32 +150,33 @@ def _model_list(args, settings) -> int:
         print(f"{version:>5}  {meta.get('num_items', '?')} items, top {meta.get('top_k')}, "
               f"max_len {meta.get('max_len')}{mark}")
     if repository.retired():
-        print(f"retired (rolled back): {', '.join(map(str, repository.retired()))}")
+        print(f"retired (rolled back or failed to load): {', '.join(map(str, repository.retired()))}")
     return 0
 
 
 def _model_publish(args, settings) -> int:
-    version = _repository(settings).publish(args.export_dir, keep=settings.model_keep, int8=args.int8)
+    from serving.rollout import publish
+
+    version, serving = publish(settings, args.export_dir, int8=args.int8)
     print(f"published {settings.model_name} version {version}")
-    _reload(settings)
+    _print_serving(settings, serving)
     return 0
 
 
 def _model_rollback(args, settings) -> int:
-    version = _repository(settings).rollback()
+    from serving.rollout import rollback
+
+    version, serving = rollback(settings)
     print(f"{settings.model_name}: version {version} is the newest again")
-    _reload(settings)
+    _print_serving(settings, serving)
     return 0
 
 
-def _reload(settings) -> None:
-    from serving.client import reload, server_state
-
-    if not server_state(settings.triton_grpc, settings.model_name).live:
+def _print_serving(settings, serving) -> None:
+    if serving is None:
         print(f"Triton at {settings.triton_grpc} is not running; it loads the newest version when started")
-        return
-    serving = reload(settings.triton_grpc, settings.model_name)
-    print(f"Triton at {settings.triton_grpc} now serves version {serving[-1] if serving else 'none'}")
+    else:
+        print(f"Triton at {settings.triton_grpc} now serves version {serving}")
 
 
 def _bench_triton(args, settings) -> int:

@@ -146,5 +146,6 @@ def reload(url: str, model_name: str, timeout_s: float = 120.0) -> list[int]:
         with grpcclient.InferenceServerClient(url) as client:
             client.load_model(model_name, client_timeout=timeout_s)
     except InferenceServerException as exc:
-        raise UserError(f"Triton at {url} could not load {model_name}: {exc.message()}") from None
+        reason = (exc.message() or str(exc)).splitlines()[0]  # drop the model's Python traceback
+        raise UserError(f"Triton at {url} could not load {model_name}: {reason}") from None
     return server_state(url, model_name).serving

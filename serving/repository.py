@@ -19,6 +19,7 @@ from shopguide.errors import UserError
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository" / "next_item"
 TEMPLATE_FILES = ("config.pbtxt", "model.py")
 EXPORT_FILES = ("item_index.json", "export.json")
+OPTIONAL_FILES = ("checkpoint.pt",)  # what trainer/job.py fine-tunes from, when the export has it
 RETIRED = "retired"
 
 
@@ -26,6 +27,10 @@ RETIRED = "retired"
 class ModelRepository:
     root: Path
     model_name: str = "next_item"
+
+    @classmethod
+    def from_settings(cls, settings) -> "ModelRepository":
+        return cls(Path(settings.model_repository).resolve(), settings.model_name)
 
     @property
     def model_dir(self) -> Path:
@@ -49,9 +54,9 @@ class ModelRepository:
             if not (self.model_dir / name).exists():
                 shutil.copy2(Path(template) / name, self.model_dir / name)
 
-    def publish(self, export_dir: Path, keep: int = 3, int8: bool = False) -> int:
-        """Add the export as the newest version; returns its number. Keeps the newest `keep`."""
-        if keep < 1:
+    def publish(self, export_dir: Path, keep: int | None = 3, int8: bool = False) -> int:
+        """Add the export as the newest version; returns its number. Keeps the newest `keep` (None: all)."""
+        if keep is not None and keep < 1:
             raise UserError("keep must be at least 1")
         self.init()
         staging = self.model_dir / f".publish-{uuid.uuid4().hex}"
@@ -60,7 +65,8 @@ class ModelRepository:
             version = self._claim(staging)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        self.prune(keep)
+        if keep is not None:
+            self.prune(keep)
         return version
 
     def _claim(self, staging: Path) -> int:
@@ -81,10 +87,13 @@ class ModelRepository:
         versions = self.versions()
         if len(versions) < 2:
             raise UserError(f"{self.model_dir} holds {len(versions)} version(s): nothing to roll back to")
+        self.retire(versions[-1])
+        return versions[-2]
+
+    def retire(self, version: int) -> None:
         retired = self.model_dir / RETIRED
         retired.mkdir(exist_ok=True)
-        os.rename(self.model_dir / str(versions[-1]), retired / str(versions[-1]))
-        return versions[-2]
+        os.rename(self.model_dir / str(version), retired / str(version))
 
     def prune(self, keep: int) -> list[int]:
         """Delete all but the newest `keep` versions (and retired ones); returns the deleted."""
@@ -112,3 +121,6 @@ def _stage(export_dir: Path, staging: Path, model_code: Path, int8: bool) -> Non
     shutil.copy2(onnx, staging / "model.onnx")
     for name in EXPORT_FILES:
         shutil.copy2(export_dir / name, staging / name)
+    for name in OPTIONAL_FILES:
+        if (export_dir / name).exists():
+            shutil.copy2(export_dir / name, staging / name)

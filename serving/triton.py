@@ -81,7 +81,7 @@ class LocalTriton:
 
     @property
     def repository(self) -> ModelRepository:
-        return ModelRepository(Path(self.settings.model_repository).resolve(), self.settings.model_name)
+        return ModelRepository.from_settings(self.settings)
 
     def pid(self) -> int | None:
         return read_pid(self.pid_file)

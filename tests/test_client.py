@@ -1,0 +1,135 @@
+"""The async Triton client: request encoding (pure) and answers from the real Triton."""
+import asyncio
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from serving.client import ServingError, TritonClient, decode, encode
+from shopguide.process import free_port
+
+
+def test_encode_left_pads_rows_with_empty_strings():
+    rows = encode([["a", 7], [], ["b", "c", "d"]])
+    assert rows.tolist() == [[b"", b"a", b"7"], [b"", b"", b""], [b"b", b"c", b"d"]]
+
+
+def test_encode_of_only_new_users_still_has_one_column():
+    assert encode([[], []]).shape == (2, 1)
+
+
+def test_decode_drops_padding_answers():
+    items = np.array([[b"x", b"", b"y"]], dtype=np.object_)
+    scores = np.array([[3.0, 2.0, 1.0]], dtype=np.float32)
+    assert decode(items, scores) == [(["x", "y"], [3.0, 1.0])]
+
+
+def recommend(url, sessions, timeout_s=10.0):
+    async def call():
+        client = TritonClient(url)
+        try:
+            return await client.recommend(sessions, timeout_s)
+        finally:
+            await client.close()
+    return asyncio.run(call())
+
+
+@pytest.fixture(scope="module")
+def catalogue(triton):
+    return [str(item) for item in json.loads((triton.export_dir / "item_index.json").read_text())]
+
+
+@pytest.fixture(scope="module")
+def reference(triton, catalogue):
+    """The export run directly by ONNX Runtime: what Triton must answer."""
+    session = ort.InferenceSession(str(triton.export_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    max_len = json.loads((triton.export_dir / "export.json").read_text())["max_len"]
+    model_ids = {item: n for n, item in enumerate(catalogue, start=1)}
+
+    def answer(items):
+        known = [model_ids[i] for i in items if i in model_ids][-max_len:]
+        row = np.zeros((1, max_len), dtype=np.int64)
+        if known:
+            row[0, max_len - len(known):] = known
+        top_ids, top_scores = session.run(["top_ids", "top_scores"], {session.get_inputs()[0].name: row})
+        return [catalogue[i - 1] for i in top_ids[0]], top_scores[0]
+    return answer
+
+
+def assert_same_answer(answer, expected):
+    items, scores = answer
+    assert items[0] == expected[0][0]
+    np.testing.assert_allclose(scores, expected[1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.triton
+def test_known_items_get_the_models_answer_and_the_served_version(triton, catalogue, reference):
+    session = catalogue[:3]
+    answers, version = recommend(triton.url, [session])
+    assert version == triton.repository.latest()
+    items, scores = answers[0]
+    assert set(items) <= set(catalogue)
+    assert scores == sorted(scores, reverse=True)
+    assert_same_answer(answers[0], reference(session))
+
+
+@pytest.mark.triton
+def test_new_users_and_unknown_items_answer_like_padding(triton, catalogue, reference):
+    answers, _ = recommend(triton.url, [[], ["never-seen", "nor-this"], ["never-seen", *catalogue[:2]]])
+    assert answers[0] == answers[1]
+    assert_same_answer(answers[0], reference([]))
+    assert_same_answer(answers[2], reference(catalogue[:2]))
+
+
+@pytest.mark.triton
+def test_a_mixed_batch_answers_each_row_as_if_alone(triton, catalogue, reference):
+    sessions = [catalogue[5:6], [], catalogue[:40], ["unknown"], catalogue[10:13]]
+    answers, _ = recommend(triton.url, sessions)
+    assert len(answers) == len(sessions)
+    for session, answer in zip(sessions, answers):
+        assert_same_answer(answer, reference(session))
+
+
+@pytest.mark.triton
+def test_concurrent_calls_of_different_widths_share_dynamic_batches_correctly(triton, catalogue, reference):
+    sessions = [catalogue[n:n + width] for n, width in enumerate([1, 3, 7, 2, 12, 5, 1, 9])]
+
+    async def calls():
+        client = TritonClient(triton.url)
+        try:
+            return await asyncio.gather(*(client.recommend([s], 10.0) for s in sessions))
+        finally:
+            await client.close()
+    for session, (answers, _) in zip(sessions, asyncio.run(calls())):
+        assert_same_answer(answers[0], reference(session))
+
+
+@pytest.mark.triton
+def test_an_empty_batch_makes_no_call():
+    assert recommend(f"127.0.0.1:{free_port()}", []) == ([], None)
+
+
+@pytest.mark.triton
+def test_readiness_follows_the_server(triton):
+    async def probe(url):
+        client = TritonClient(url)
+        try:
+            return await client.ready()
+        finally:
+            await client.close()
+    assert asyncio.run(probe(triton.url)) is True
+    assert asyncio.run(probe(f"127.0.0.1:{free_port()}")) is False
+
+
+def test_an_unreachable_server_is_a_serving_error_with_cause_unavailable():
+    with pytest.raises(ServingError) as error:
+        recommend(f"127.0.0.1:{free_port()}", [["a"]], timeout_s=2.0)
+    assert error.value.cause == "unavailable"
+
+
+@pytest.mark.triton
+def test_a_deadline_too_short_to_meet_is_a_timeout(triton, catalogue):
+    with pytest.raises(ServingError) as error:
+        recommend(triton.url, [catalogue[:3]] * 64, timeout_s=1e-6)
+    assert error.value.cause == "timeout"

@@ -1,0 +1,87 @@
+"""Model versions on disk: numbering, atomic publish, keep N, rollback (no Triton needed)."""
+import json
+
+import pytest
+
+from serving.repository import TEMPLATE, ModelRepository
+from shopguide.errors import UserError
+
+
+def fake_export(directory, marker="fp32"):
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "model.onnx").write_text(marker)
+    (directory / "model.int8.onnx").write_text(f"{marker}-int8")
+    (directory / "item_index.json").write_text(json.dumps(["a", "b"]))
+    (directory / "export.json").write_text(json.dumps({"top_k": 2, "max_len": 4}))
+    return directory
+
+
+@pytest.fixture
+def repository(tmp_path):
+    return ModelRepository(tmp_path / "repo", "next_item")
+
+
+def test_publish_into_a_new_repository_brings_the_model_config_and_code(repository, tmp_path):
+    version = repository.publish(fake_export(tmp_path / "export"))
+    assert version == 1
+    assert (repository.model_dir / "config.pbtxt").read_text() == (TEMPLATE / "config.pbtxt").read_text()
+    files = sorted(p.name for p in (repository.model_dir / "1").iterdir())
+    assert files == ["export.json", "item_index.json", "model.onnx", "model.py"]
+    assert (repository.model_dir / "1" / "model.py").read_text() == (TEMPLATE / "model.py").read_text()
+
+
+def test_versions_count_up_and_leave_no_staging_directories(repository, tmp_path):
+    export = fake_export(tmp_path / "export")
+    assert [repository.publish(export) for _ in range(3)] == [1, 2, 3]
+    assert repository.versions() == [1, 2, 3]
+    assert repository.latest() == 3
+    assert not [p for p in repository.model_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_publish_keeps_only_the_newest_n(repository, tmp_path):
+    export = fake_export(tmp_path / "export")
+    for _ in range(5):
+        repository.publish(export, keep=2)
+    assert repository.versions() == [4, 5]
+
+
+def test_int8_publish_serves_the_quantised_file(repository, tmp_path):
+    version = repository.publish(fake_export(tmp_path / "export", marker="m"), int8=True)
+    assert (repository.model_dir / str(version) / "model.onnx").read_text() == "m-int8"
+
+
+def test_an_incomplete_export_is_refused_and_nothing_is_published(repository, tmp_path):
+    export = fake_export(tmp_path / "export")
+    (export / "item_index.json").unlink()
+    with pytest.raises(UserError, match="item_index.json"):
+        repository.publish(export)
+    assert repository.versions() == []
+    assert not [p for p in repository.model_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_rollback_retires_the_newest_and_its_number_is_not_reused(repository, tmp_path):
+    export = fake_export(tmp_path / "export")
+    repository.publish(export)
+    repository.publish(export)
+    assert repository.rollback() == 1
+    assert repository.versions() == [1]
+    assert repository.retired() == [2]
+    assert repository.publish(export) == 3
+
+
+def test_rollback_needs_a_previous_version(repository, tmp_path):
+    repository.publish(fake_export(tmp_path / "export"))
+    with pytest.raises(UserError, match="nothing to roll back"):
+        repository.rollback()
+    assert repository.versions() == [1]
+
+
+def test_a_number_taken_by_a_concurrent_publisher_is_skipped(repository, tmp_path, monkeypatch):
+    export = fake_export(tmp_path / "export")
+    repository.publish(export)
+    theirs = repository.model_dir / "2"  # another publisher renamed its version into place ...
+    theirs.mkdir()
+    (theirs / "model.onnx").write_text("theirs")
+    monkeypatch.setattr(ModelRepository, "versions", lambda self: [1])  # ... after we listed versions
+    assert repository.publish(export, keep=5) == 3
+    assert (theirs / "model.onnx").read_text() == "theirs"

@@ -1,0 +1,65 @@
+"""The local Triton launcher and the served model's behaviour beyond plain answers."""
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from serving.client import server_state
+from serving.rollout import publish
+from serving.triton import LocalTriton, prepare_backends, wheel_dir
+from tests.fixtures.triton import triton_settings
+
+pytestmark = pytest.mark.triton
+
+
+def infer(url, array, datatype):
+    request = grpcclient.InferInput("ITEMS", list(array.shape), datatype)
+    request.set_data_from_numpy(array)
+    with grpcclient.InferenceServerClient(url) as client:
+        return client.infer("next_item", [request])
+
+
+def test_wrong_dtype_or_shape_is_refused_and_the_server_keeps_answering(triton):
+    with pytest.raises(InferenceServerException, match="data-type"):
+        infer(triton.url, np.zeros((2, 3), dtype=np.int64), "INT64")
+    with pytest.raises(InferenceServerException, match="shape"):
+        infer(triton.url, np.array([b"a", b"b"], dtype=np.object_), "BYTES")
+    result = infer(triton.url, np.array([[b"", b""]], dtype=np.object_), "BYTES")
+    assert result.as_numpy("ITEMS").shape[0] == 1
+    assert server_state(triton.url).ready
+
+
+def test_a_zero_width_request_answers_like_a_new_user(triton):
+    empty = infer(triton.url, np.empty((1, 0), dtype=np.object_), "BYTES")
+    padding = infer(triton.url, np.array([[b""]], dtype=np.object_), "BYTES")
+    assert empty.as_numpy("ITEMS").tolist() == padding.as_numpy("ITEMS").tolist()
+
+
+def test_the_metrics_port_serves_triton_inference_counters(triton):
+    infer(triton.url, np.array([[b""]], dtype=np.object_), "BYTES")
+    text = urllib.request.urlopen(triton.metrics_url, timeout=5).read().decode()
+    lines = [line for line in text.splitlines() if line.startswith('nv_inference_request_success{model="next_item"')]
+    assert lines and float(lines[0].rsplit(" ", 1)[1]) >= 1
+
+
+def test_the_backend_stub_copy_is_idempotent():
+    backends = prepare_backends(wheel_dir())
+    assert prepare_backends(wheel_dir()) == backends
+    assert (backends / "python" / "triton_python_backend_stub").stat().st_size > 0
+
+
+def test_starts_on_an_empty_repository_then_serves_what_is_published(tmp_path, tiny_export):
+    settings = triton_settings(tmp_path)
+    server = LocalTriton(settings)
+    server.start()
+    try:
+        state = server_state(settings.triton_grpc)
+        assert state.live and state.serving == []
+        assert publish(settings, tiny_export) == (1, 1)
+        assert server_state(settings.triton_grpc).serving == [1]
+    finally:
+        assert server.stop()
+    assert server.pid() is None
+    assert not server_state(settings.triton_grpc).live
