@@ -40,6 +40,7 @@ def build_parser() -> Parser:
     from serving.cli import register as register_serving
     from streams.cli import register as register_streams
     from trainer.cli import register as register_trainer
+    from trainer.finetune_cli import register as register_finetune
 
     parser = Parser(prog="shopguide", description=__doc__.splitlines()[0],
                     epilog="environment variables:\n" + describe(),
@@ -49,7 +50,7 @@ def build_parser() -> Parser:
     bench_parser = commands.add_parser("bench", help="benchmarks that print their figures")
     bench = bench_parser.add_subparsers(dest="bench", metavar="BENCH", parser_class=Parser)
     bench.required = True
-    for register in (register_streams, register_serving, register_trainer):
+    for register in (register_streams, register_serving, register_trainer, register_finetune):
         register(commands, bench)
     return parser
 

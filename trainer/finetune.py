@@ -1,0 +1,169 @@
+"""One incremental fine-tuning step: new events in, a candidate model and the gate's decision out.
+
+The step starts from the live model's checkpoint, grows its item index and embedding table for
+items it has never seen (old ids never move), and trains on each user's recent history plus the
+new events. Each user's last new event is held out: candidate and live are both ranked on it
+against ALL items (the candidate's catalogue, so the live model scores the items it does not
+know at the bottom, as it does when serving), and the candidate is published only if its
+NDCG@20 is not worse. The Kafka job (trainer/job.py) and `bench online` both call `fine_tune`.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+
+from trainer import data
+from trainer.checkpoint import Checkpoint
+from trainer.evaluate import evaluate_model, evaluate_scorer
+from trainer.item_index import ItemIndex
+from trainer.model import NEG_INF
+from trainer.train import MONITOR, TrainConfig, train
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    lr: float = 5e-4
+    max_epochs: int = 20
+    patience: int = 3  # epochs without a better validation NDCG@20 before stopping
+    max_minutes: float = 5.0  # training stops here; reading, evaluation and export come on top
+    batch_size: int = 256
+    min_gain: float = 0.0  # publish when candidate NDCG@20 >= live NDCG@20 + min_gain
+    min_users: int = 20  # held-out users needed for a decision; fewer: skip and wait for more events
+    seed: int = 0
+
+
+@dataclass
+class Result:
+    outcome: str  # "published" (the gate passed), "rejected" or "skipped" (too few users to judge)
+    candidate: Checkpoint | None
+    candidate_metrics: dict[str, float]
+    live_metrics: dict[str, float]
+    users: int  # users with new events
+    held_out: int  # users whose last new event was held out
+    new_items: int
+
+
+@dataclass(frozen=True)
+class Every:
+    """`--every`: run after `events` new events, or every `seconds`; both None: once."""
+    events: int | None = None
+    seconds: float | None = None
+
+
+UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_every(text: str | None) -> Every:
+    """'500' -> every 500 events; '30s', '10m', '2h' -> every so many seconds; None -> once."""
+    if text is None:
+        return Every()
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match or float(match.group(1)) <= 0 or (not match.group(2) and "." in match.group(1)):
+        raise ValueError(f"--every {text!r}: expected a number of events (500) or a duration (30s, 10m, 2h)")
+    if match.group(2):
+        return Every(seconds=float(match.group(1)) * UNITS[match.group(2)])
+    return Every(events=int(match.group(1)))
+
+
+def user_sequences(events: Iterable) -> dict[str, list[str]]:
+    """Each user's item ids (shop ids as str) in event-time order; searches carry no item.
+
+    `events` are streams.events.Event objects from any topics and partitions, in any order.
+    """
+    by_user: dict[str, list[str]] = {}
+    for event in sorted(events, key=lambda e: e.ts):
+        if event.items:
+            by_user.setdefault(str(event.user), []).extend(str(item) for item in event.items)
+    return by_user
+
+
+class Histories:
+    """The newest items of each user seen so far (oldest user first), the context of new events."""
+
+    def __init__(self, items: dict[str, list[str]] | None = None, max_len: int = 50, max_users: int = 200_000):
+        self.items: OrderedDict[str, list[str]] = OrderedDict(items or {})
+        self.max_len = max_len
+        self.max_users = max_users
+
+    def get(self, user: str) -> list[str]:
+        return self.items.get(user, [])
+
+    def update(self, new: dict[str, list[str]]) -> None:
+        for user, items in new.items():
+            self.items[user] = (self.items.pop(user, []) + items)[-self.max_len:]
+        while len(self.items) > self.max_users:
+            self.items.popitem(last=False)
+
+
+def grow_index(index: ItemIndex, new: dict[str, list[str]]) -> ItemIndex:
+    """A copy of `index` with the unseen items appended in order of first appearance."""
+    grown = ItemIndex.from_list(index.to_list())
+    for items in new.values():
+        grown.grow(items)
+    return grown
+
+
+def build_split(index: ItemIndex, histories: Histories, new: dict[str, list[str]], max_len: int) -> data.Split:
+    """Leave-one-out over (history + new items) of the users with new events: the last item, always
+    a new one, is the test target; the one before it the validation target."""
+    sequences = [index.to_model(histories.get(user)[-max_len:] + items) for user, items in new.items()]
+    return data.leave_one_out(sequences)
+
+
+def decide(candidate: dict[str, float], live: dict[str, float], min_gain: float = 0.0) -> bool:
+    """Publish only a candidate that is not worse than the live model (by NDCG@20, plus min_gain)."""
+    return candidate[MONITOR] >= live[MONITOR] + min_gain
+
+
+@torch.no_grad()
+def evaluate_live(live: Checkpoint, inputs: Sequence[list[int]], targets: Sequence[int], num_ids: int) -> dict[str, float]:
+    """The live model on the grown catalogue: items it does not know drop out of its inputs (as in
+    the served model) and rank below every item it knows."""
+    known = live.model.num_ids
+    model = live.model.eval()
+
+    def score(batch):
+        rows = [[item for item in seq if item < known] for seq in batch]
+        scores = model(data.left_pad(rows, model.args.max_len))
+        return torch.nn.functional.pad(scores, (0, num_ids - known), value=NEG_INF)
+
+    return evaluate_scorer(score, inputs, targets)
+
+
+def fine_tune(live: Checkpoint, histories: Histories, new: dict[str, list[str]],
+              config: FinetuneConfig = FinetuneConfig(), progress: bool = True) -> Result:
+    """Fine-tune a copy of `live` on the new items of each user; `live` itself is left untouched."""
+    index = grow_index(live.index, new)
+    max_len = live.model.args.max_len
+    split = build_split(index, histories, new, max_len)
+    new_items, users, held_out = len(index) - len(live.index), len(new), len(split.test_targets)
+    if held_out < max(config.min_users, 1):
+        return Result("skipped", None, {}, {}, users, held_out, new_items)
+    live_metrics = evaluate_live(live, split.test_inputs, split.test_targets, index.num_ids)
+    candidate = _grown_copy(live, index)
+    torch.manual_seed(config.seed)
+    train(candidate, split, _train_config(live, config), progress=progress)
+    candidate_metrics = evaluate_model(candidate.model, split.test_inputs, split.test_targets)
+    candidate.metrics = {"finetune_candidate": candidate_metrics, "finetune_live": live_metrics}
+    outcome = "published" if decide(candidate_metrics, live_metrics, config.min_gain) else "rejected"
+    return Result(outcome, candidate, candidate_metrics, live_metrics, users, held_out, new_items)
+
+
+def _grown_copy(live: Checkpoint, index: ItemIndex) -> Checkpoint:
+    model = copy.deepcopy(live.model)
+    model.grow(index.num_ids)
+    return Checkpoint(model, index, dict(live.config), list(live.history), {}, live.data)
+
+
+def _train_config(live: Checkpoint, config: FinetuneConfig) -> TrainConfig:
+    args = live.model.args
+    return TrainConfig(max_len=args.max_len, hidden=args.hidden, layers=args.layers, heads=args.heads,
+                       dropout=args.dropout, lr=config.lr, batch_size=config.batch_size,
+                       max_epochs=config.max_epochs, patience=config.patience,
+                       max_minutes=config.max_minutes, seed=config.seed)
+
