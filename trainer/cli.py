@@ -1,2 +1,127 @@
+"""`shopguide train`, `eval`, `export` and `bench model`: the model's life from data to serving files.
+
+`export` and `bench model` live in serving/ (export.py, bench_model.py); they are registered here
+beside the commands that make the checkpoint they read.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from shopguide.cli import add_home_flag
+from shopguide.errors import UserError
+
+EVAL_HELP = """Rank each user's held-out item against ALL items (leave-one-out: the last item is the
+test target, the one before it the validation target) and report HR and NDCG at 5, 10, 20 for
+the model and a popularity baseline. Items the user has already seen are not excluded (the
+ICLRec/S3-Rec protocol). Writes report.md and report.png."""
+
+
 def register(commands, bench):
-    """Add this package's subcommands (filled in as the package grows)."""
+    from trainer.train import TrainConfig
+
+    train = commands.add_parser(
+        "train", help="train the next-item model on a data set",
+        description="Train the next-item Transformer (full-catalogue cross-entropy) with early stopping "
+                    "on validation NDCG@20; writes OUT/checkpoint.pt (weights, model args, config, item "
+                    "index, history) at every improvement.")
+    train.add_argument("--data", type=Path, required=True,
+                       help="Amazon sequences, Diginetica views or user,item,timestamp CSV")
+    train.add_argument("--out", type=Path, required=True, help="directory for checkpoint.pt")
+    for f in dataclasses.fields(TrainConfig):
+        train.add_argument("--" + f.name.replace("_", "-"), dest=f"config_{f.name}", type=type(f.default),
+                           default=f.default, metavar=f.name.upper(), help=f"(default {f.default})")
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("eval", help="full-ranking evaluation with a report",
+                                   description=EVAL_HELP)
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint.pt from `shopguide train`")
+    evaluate.add_argument("--data", type=Path, help="data file (default: the one the checkpoint was trained on)")
+    evaluate.add_argument("--out", type=Path, help="report directory (default: CHECKPOINT_DIR/report)")
+    evaluate.set_defaults(handler=_eval)
+
+    export = commands.add_parser(
+        "export", help="write the ONNX serving files of a checkpoint",
+        description="Write model.onnx (fp32, ONNX Runtime graph-optimised, top-k inside the graph), "
+                    "model.int8.onnx (dynamic int8 quantisation), item_index.json and export.json. "
+                    "Input item_ids int64 [batch, seq_len], left-padded with 0; outputs top_ids int64 "
+                    "and top_scores float32 [batch, top_k].")
+    export.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint.pt from `shopguide train`")
+    export.add_argument("--out", type=Path, required=True, help="directory for the serving files")
+    export.add_argument("--top-k", type=int, default=50, help="items returned per sequence (default 50)")
+    export.set_defaults(handler=_export)
+
+    model = bench.add_parser(
+        "model", help="torch eager vs ONNX Runtime fp32 and int8, batch 1 and 64",
+        description="Requests/s and p50/p99 latency of the model plus top-k, one call at a time on real "
+                    "histories, for torch eager and the ONNX Runtime fp32 and int8 exports (and torch on "
+                    "a GPU when there is one).")
+    model.add_argument("--checkpoint", type=Path, help="checkpoint.pt (default HOME/models/toys/checkpoint.pt)")
+    model.add_argument("--export", type=Path, help="export directory (default: beside the checkpoint, export/)")
+    model.add_argument("--data", type=Path, help="histories to send (default: the checkpoint's data)")
+    model.add_argument("--batch", type=int, nargs="+", default=[1, 64], help="sequences per call (default 1 64)")
+    model.add_argument("--seconds", type=float, default=5.0, help="duration per runtime and batch (default 5)")
+    model.add_argument("--threads", type=int, default=2, help="CPU threads for every runtime (default 2)")
+    model.add_argument("--out", type=Path, help="also write bench_model.json and bench_model.png here")
+    add_home_flag(model)
+    model.set_defaults(handler=_bench_model)
+
+
+def _train(args: argparse.Namespace, settings) -> int:
+    import time
+
+    import torch
+
+    from trainer.train import TrainConfig, fit
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = TrainConfig(**{k[len("config_"):]: v for k, v in vars(args).items() if k.startswith("config_")})
+    started = time.monotonic()
+    checkpoint = fit(args.data, config, out=args.out)
+    minutes = (time.monotonic() - started) / 60
+    test = checkpoint.metrics["test"]
+    print(f"{len(checkpoint.history)} epochs in {minutes:.1f} min; test HR@20 {test['HR@20']:.4f} "
+          f"NDCG@20 {test['NDCG@20']:.4f}; wrote {args.out / 'checkpoint.pt'}")
+    return 0
+
+
+def _eval(args: argparse.Namespace, settings) -> int:
+    from trainer import report
+    from trainer.checkpoint import Checkpoint
+    from trainer.evaluate import evaluate_checkpoint
+
+    checkpoint = Checkpoint.load(args.checkpoint)
+    data = args.data or Path(checkpoint.data)
+    results, facts = evaluate_checkpoint(checkpoint, data)
+    results.update(report.references_for(data))
+    path = report.write(args.out or args.checkpoint.parent / "report", results, checkpoint.history, facts)
+    for name, metrics in results.items():
+        print(f"{name:<22} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    print(f"wrote {path}")
+    return 0
+
+
+def _export(args: argparse.Namespace, settings) -> int:
+    from serving.export import export
+
+    if args.top_k < 1:
+        raise UserError("--top-k must be positive")
+    out = export(args.checkpoint, args.out, top_k=args.top_k)
+    print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
+    return 0
+
+
+def _bench_model(args: argparse.Namespace, settings) -> int:
+    from serving.bench_model import run
+
+    checkpoint = args.checkpoint or settings.home / "models" / "toys" / "checkpoint.pt"
+    export_dir = args.export or checkpoint.parent / "export"
+    if not (export_dir / "export.json").is_file():
+        raise UserError(f"{export_dir}: no export here (shopguide export --checkpoint {checkpoint} --out {export_dir})")
+    if min(args.batch) < 1 or args.seconds <= 0:
+        raise UserError("--batch and --seconds must be positive")
+    run(checkpoint, export_dir, args.data, args.batch, args.seconds, args.threads, args.out)
+    return 0

@@ -27,11 +27,16 @@ class Split:
 
 
 def load(path: Path | str, index: ItemIndex | None = None) -> tuple[ItemIndex, list[list[int]]]:
-    """Each user's model-id sequence; the index grows by every item of the file."""
+    """Each user's model-id sequence.
+
+    Without an index, a new one is built from every item of the file; with one (a trained
+    model's), it is left as it is and items it does not know become padding.
+    """
     by_user = datasets.sequences(datasets.read(path))
-    index = index if index is not None else ItemIndex()
-    for items in by_user.values():
-        index.grow(items)
+    if index is None:
+        index = ItemIndex()
+        for items in by_user.values():
+            index.grow(items)
     return index, [index.to_model(items) for items in by_user.values()]
 
 

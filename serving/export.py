@@ -1,0 +1,102 @@
+"""Export a checkpoint for serving: ONNX with top-k inside the graph, optimised, plus int8.
+
+Writes into out_dir:
+- model.onnx        fp32, graph-optimised by ONNX Runtime
+- model.int8.onnx   the same model with dynamic int8 quantisation of its weights
+- item_index.json   the model id -> shop id list (position i holds model id i + 1)
+- export.json       top_k, max_len, num_items and the checkpoint's description
+
+Graph I/O: input `item_ids` int64 [batch, seq_len] (both dynamic, left-padded with 0; histories
+longer than max_len are cut to their newest max_len items inside the graph); outputs `top_ids`
+int64 [batch, top_k] (model ids, never padding) and `top_scores` float32 [batch, top_k].
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainer.checkpoint import Checkpoint
+from trainer.model import NextItemModel
+
+INPUT = "item_ids"
+OUTPUTS = ("top_ids", "top_scores")
+FP32 = "model.onnx"
+INT8 = "model.int8.onnx"
+
+
+class TopK(nn.Module):
+    """The model plus its top-k: what the server runs."""
+
+    def __init__(self, model: NextItemModel, top_k: int):
+        super().__init__()
+        self.model = model
+        self.top_k = min(top_k, model.num_ids - 1)  # padding is never among the answers
+
+    def forward(self, item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        top_scores, top_ids = torch.topk(self.model(item_ids), self.top_k, dim=1)
+        return top_ids, top_scores
+
+
+def export(checkpoint: Path | str | Checkpoint, out_dir: Path | str, top_k: int = 50) -> Path:
+    """Write the serving files for `checkpoint` into out_dir; returns out_dir."""
+    source = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    head = TopK(source.model.eval(), top_k).eval()
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        raw = Path(tmp) / "raw.onnx"
+        _to_onnx(head, raw)
+        _optimise(raw, out / FP32)
+        _quantise(out / FP32, out / INT8)
+    source.index.save(out / "item_index.json")
+    meta = {"top_k": head.top_k, "max_len": source.model.args.max_len, "num_items": len(source.index),
+            "input": INPUT, "outputs": list(OUTPUTS), "files": {"fp32": FP32, "int8": INT8},
+            "source": str(checkpoint) if not isinstance(checkpoint, Checkpoint) else "",
+            "checkpoint": source.describe()}
+    (out / "export.json").write_text(json.dumps(meta, indent=2))
+    return out
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter and quantiser log advice (torchvision ops, pre-processing) that does not apply."""
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _to_onnx(head: TopK, path: Path) -> None:
+    example = torch.tensor([[0, 0, 1, 2], [3, 4, 5, 6]], dtype=torch.long) % head.model.num_ids
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("seq_len")
+    with torch.no_grad():
+        program = torch.onnx.export(head, (example,), input_names=[INPUT], output_names=list(OUTPUTS),
+                                    dynamic_shapes={"item_ids": {0: batch, 1: length}},
+                                    dynamo=True, optimize=True, verbose=False)
+    program.save(str(path))
+
+
+def _optimise(raw: Path, path: Path) -> None:
+    """ONNX Runtime's extended graph optimisations (fusions that stay portable across CPUs)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(path)
+    ort.InferenceSession(str(raw), options, providers=["CPUExecutionProvider"])
+
+
+def _quantise(fp32: Path, path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)

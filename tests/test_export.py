@@ -1,0 +1,78 @@
+"""The ONNX export of a model trained briefly on a real slice of amazon-toys."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from serving.export import FP32, INT8
+from trainer import data
+from trainer.checkpoint import Checkpoint
+
+
+@pytest.fixture(scope="module")
+def test_users(tiny_checkpoint, toys_slice):
+    checkpoint = Checkpoint.load(tiny_checkpoint)
+    _, sequences = data.load(toys_slice, checkpoint.index)
+    split = data.leave_one_out(sequences)
+    return checkpoint, split.test_inputs, np.array(split.test_targets)
+
+
+def _session(export_dir, name):
+    return ort.InferenceSession(str(export_dir / name), providers=["CPUExecutionProvider"])
+
+
+def _top_ids(session, inputs, max_len=50, batch=512):
+    found = []
+    for start in range(0, len(inputs), batch):
+        ids = data.left_pad(inputs[start:start + batch], max_len).numpy()
+        found.append(session.run(["top_ids"], {"item_ids": ids})[0])
+    return np.concatenate(found)
+
+
+def test_graph_names_types_and_dynamic_axes(tiny_export):
+    graph = onnx.load(str(tiny_export / FP32)).graph
+    (inp,) = graph.input
+    assert inp.name == "item_ids" and inp.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert all(d.dim_param for d in inp.type.tensor_type.shape.dim)  # batch and seq_len both dynamic
+    outputs = {o.name: o.type.tensor_type.elem_type for o in graph.output}
+    assert outputs == {"top_ids": onnx.TensorProto.INT64, "top_scores": onnx.TensorProto.FLOAT}
+
+
+def test_export_metadata_and_item_index(tiny_export, tiny_checkpoint):
+    checkpoint = Checkpoint.load(tiny_checkpoint)
+    meta = json.loads((tiny_export / "export.json").read_text())
+    assert meta["top_k"] == 50 and meta["max_len"] == 50 and meta["num_items"] == len(checkpoint.index)
+    assert meta["checkpoint"]["metrics"]["test"]["HR@20"] == checkpoint.metrics["test"]["HR@20"]
+    assert json.loads((tiny_export / "item_index.json").read_text()) == checkpoint.index.to_list()
+
+
+@pytest.mark.parametrize("name", [FP32, INT8])
+def test_new_users_long_histories_and_any_batch(tiny_export, name):
+    session = _session(tiny_export, name)
+    for ids in (np.zeros((1, 1), np.int64), np.zeros((3, 50), np.int64),
+                np.arange(1, 81, dtype=np.int64).reshape(1, 80), np.array([[0, 0, 5], [7, 8, 9]], np.int64)):
+        top_ids, top_scores = session.run(None, {"item_ids": ids})
+        assert top_ids.shape == (ids.shape[0], 50) and top_scores.dtype == np.float32
+        assert np.isfinite(top_scores).all()
+        assert (top_ids > 0).all()  # never padding
+        assert (np.diff(top_scores, axis=1) <= 0).all()
+
+
+def test_fp32_top10_matches_torch(tiny_export, test_users):
+    checkpoint, inputs, _ = test_users
+    with torch.no_grad():
+        expected = torch.cat([checkpoint.model(data.left_pad(inputs[i:i + 512], 50)).topk(10).indices
+                              for i in range(0, len(inputs), 512)]).numpy()
+    got = _top_ids(_session(tiny_export, FP32), inputs)[:, :10]
+    assert (got == expected).all(axis=1).mean() >= 0.99
+
+
+def test_int8_hit_rate_close_to_fp32(tiny_export, test_users):
+    _, inputs, targets = test_users
+    hr = {name: (_top_ids(_session(tiny_export, name), inputs)[:, :20] == targets[:, None]).any(1).mean()
+          for name in (FP32, INT8)}
+    assert hr[FP32] > 0.02  # the model learnt something, or the comparison would mean nothing
+    assert abs(hr[INT8] - hr[FP32]) <= 0.03 * hr[FP32]

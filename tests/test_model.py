@@ -1,0 +1,58 @@
+import torch
+
+from trainer.item_index import PADDING
+from trainer.model import ModelArgs, NextItemModel
+
+
+def _model(num_ids=30, **kw) -> NextItemModel:
+    torch.manual_seed(0)
+    return NextItemModel(ModelArgs(num_ids=num_ids, max_len=8, hidden=16, layers=2, heads=2, **kw)).eval()
+
+
+def test_scores_every_id_and_padding_never_wins():
+    model = _model()
+    scores = model(torch.tensor([[0, 0, 3, 4], [5, 6, 7, 8]]))
+    assert scores.shape == (2, 30)
+    assert (scores.argmax(1) != PADDING).all()
+    assert (scores[:, PADDING] < scores[:, 1:].min(1).values).all()
+
+
+def test_all_padding_sequence_gives_finite_scores():
+    scores = _model()(torch.zeros(3, 8, dtype=torch.long))
+    assert torch.isfinite(scores).all()
+
+
+def test_left_padding_does_not_change_the_answer():
+    model = _model()
+    short = model(torch.tensor([[3, 4, 5]]))
+    padded = model(torch.tensor([[0, 0, 0, 0, 3, 4, 5]]))
+    torch.testing.assert_close(short, padded, rtol=1e-5, atol=1e-5)
+
+
+def test_longer_histories_keep_the_newest_max_len_items():
+    model = _model()
+    history = torch.arange(1, 13)[None]  # 12 items, max_len 8
+    torch.testing.assert_close(model(history), model(history[:, -8:]))
+
+
+def test_loss_ignores_padding_targets_and_learns():
+    model = _model(dropout=0.0).train()
+    inputs, targets = torch.tensor([[0, 1, 2, 3]]), torch.tensor([[0, 2, 3, 4]])
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = model.loss(inputs, targets).item()
+    for _ in range(30):
+        optimiser.zero_grad()
+        model.loss(inputs, targets).backward()
+        optimiser.step()
+    assert model.loss(inputs, targets).item() < first / 2
+
+
+def test_grow_adds_items_and_keeps_old_scores():
+    model = _model()
+    history = torch.tensor([[0, 2, 3]])
+    before = model(history)
+    assert model.grow(40) == 10
+    after = model(history)
+    assert after.shape == (1, 40) and model.args.num_ids == 40
+    torch.testing.assert_close(after[:, :30], before)
+    assert torch.isfinite(model(torch.tensor([[35, 39]]))).all()
