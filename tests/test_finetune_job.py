@@ -1,0 +1,123 @@
+"""The fine-tune job against the real broker and the real Triton: a run reads the new events,
+publishes a better version that Triton serves while requests keep flowing (none fails), commits
+its offsets; the next run reads only the events produced since and fine-tunes the new version."""
+import asyncio
+
+import pytest
+from kafka import KafkaProducer
+from prometheus_client import CollectorRegistry
+
+from serving.rollout import rollback
+from shopguide.cli import main
+from shopguide.metrics import FinetuneMetrics
+from streams.events import Event, encode, topic_for
+from tests.test_triton_rollout import Stream
+from trainer.eventlog import EventLog
+from trainer.finetune import FinetuneConfig
+from trainer.job import CHECKPOINT, FinetuneJob, JobOptions
+from trainer.runs import RunLog
+
+pytestmark = [pytest.mark.kafka, pytest.mark.triton]
+CONFIG = FinetuneConfig(lr=3e-3, max_epochs=4, patience=4, max_minutes=1.0, min_users=10)
+
+
+def new_item_events(prefix: str, users: int, start_ts: float) -> list[Event]:
+    """Each user clicks a known toy, then two never-seen items in one of five fixed patterns; a
+    search (no item) and an add_to_cart ride along. The live model cannot rank unseen items."""
+    events = []
+    for n in range(users):
+        user, ts = f"{prefix}-user{n}", start_ts + n
+        pattern = n % 5
+        events += [Event("click", user, "s", ts, items=("1",)),
+                   Event("search", user, "s", ts + 0.1, query="blocks"),
+                   Event("click", user, "s", ts + 0.2, items=(f"{prefix}-a{pattern}",)),
+                   Event("add_to_cart", user, "s", ts + 0.3, items=(f"{prefix}-b{pattern}",))]
+    return events
+
+
+def produce(settings, events: list[Event], garbage: int = 0) -> None:
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    for event in events:
+        producer.send(topic_for(event.type, settings), encode(event), key=str(event.user).encode())
+    for _ in range(garbage):
+        producer.send(settings.topic_clicks, b"\xc1 not msgpack", key=b"x")
+    producer.flush()
+    producer.close()
+
+
+@pytest.fixture
+def job_settings(kafka_settings, triton):
+    served = triton.settings
+    return kafka_settings(model_repository=served.model_repository, model_name=served.model_name,
+                          triton_grpc=served.triton_grpc, model_keep=5)
+
+
+def test_two_runs_publish_without_failed_requests_and_commit_offsets(job_settings, triton):
+    settings, before = job_settings, triton.repository.latest()
+    metrics = FinetuneMetrics(CollectorRegistry())
+    first = new_item_events("w1", 60, 1.7e9)
+    produce(settings, first, garbage=3)
+    job = FinetuneJob(settings, JobOptions("shopguide-finetune-test", CONFIG, progress=False), metrics)
+    published = []
+    try:
+        stream = asyncio.run(_during_requests(triton.url, job.run_once, published))
+        second = new_item_events("w2", 30, 1.8e9)
+        produce(settings, second)
+        record_2 = job.run_once()
+        published.append(record_2.version)
+    finally:
+        job.close()
+        for version in reversed([v for v in published if v is not None]):
+            rollback(settings)  # the session's Triton serves the tiny model again
+    record_1 = RunLog(settings.home / "finetune" / "runs.jsonl").read()[0]
+
+    assert record_1.outcome == "published" and record_1.live_version == before
+    assert record_1.events == len(first)  # the garbage was skipped, every accepted event read
+    assert record_1.new_items == 10 and record_1.held_out == 60
+    assert record_1.candidate["NDCG@20"] > record_1.live["NDCG@20"] == 0.0
+    assert stream.failures == []
+    assert before in stream.versions and record_1.version in stream.versions  # swapped under load
+
+    assert record_2.events == len(second)  # only what came after the first run's commit
+    assert record_2.live_version == record_1.version and record_2.outcome == "published"
+    assert (triton.repository.model_dir / str(record_1.version) / CHECKPOINT).exists()
+    assert EventLog(settings, "shopguide-finetune-test").lag() == 0
+    assert metrics.registry.get_sample_value("shopguide_finetune_runs_total", {"outcome": "published"}) == 2
+    assert metrics.registry.get_sample_value("shopguide_finetune_published_version") == record_2.version
+
+
+def test_a_run_with_too_few_users_commits_nothing(job_settings, triton):
+    produce(job_settings, new_item_events("few", 3, 1.7e9))
+    job = FinetuneJob(job_settings, JobOptions("shopguide-finetune-few", CONFIG, progress=False))
+    try:
+        record = job.run_once()
+        lag = job.log.lag()
+    finally:
+        job.close()
+    assert record.outcome == "skipped" and record.events == 12
+    assert lag == 12  # every event stays for the next run
+    assert triton.repository.latest() == record.live_version
+
+
+def test_bad_every_is_a_one_line_error(capsys):
+    assert main(["finetune", "--every", "soon"]) == 1
+    assert "--every 'soon'" in capsys.readouterr().err
+
+
+async def _during_requests(url, change, published):
+    """Run the blocking `change` while two callers keep asking Triton; until the new version answers."""
+    stream = Stream(url)
+    callers = [asyncio.create_task(stream.run([["1", "2"], []] * 4)) for _ in range(2)]
+    await asyncio.sleep(0.5)
+    try:
+        record = await asyncio.get_running_loop().run_in_executor(None, change)
+        published.append(record.version)
+        for _ in range(100):
+            if record.version in stream.versions[-5:]:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        stream.running = False
+        await asyncio.gather(*callers)
+        await stream.client.close()
+    return stream
