@@ -175,11 +175,19 @@ def test_compose_file_structure():
     assert "./prometheus:/etc/prometheus:ro" in prometheus["volumes"]
 
 
+def compose_command() -> list[str] | None:
+    """`docker compose` where its plugin is installed, else Debian's docker-compose (1.29)."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return [shutil.which("docker-compose")] if shutil.which("docker-compose") else None
+
+
 def test_compose_file_by_docker_compose():
-    """The compose implementation itself, where its plugin is installed (it needs no engine)."""
-    if not shutil.which("docker") or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode:
-        pytest.skip("no `docker compose` plugin on this machine")
-    services = run("docker", "compose", "-f", str(COMPOSE), "config", "--services").stdout.split()
+    """The compose implementation's own schema and interpolation checks (no engine needed)."""
+    command = compose_command()
+    if command is None:
+        pytest.fail("neither `docker compose` nor docker-compose is installed: run `make setup`")
+    services = run(*command, "-f", str(COMPOSE), "config", "--services").stdout.split()
     assert {"kafka", "triton", "worker", "finetune", "prometheus", "grafana"} <= set(services)
 
 
