@@ -8,6 +8,31 @@ from shopguide.cli import add_home_flag, add_kafka_flags
 
 def register(commands, bench):
     _register_broker(commands)
+    _register_worker(commands)
+
+
+def _register_worker(commands) -> None:
+    worker = commands.add_parser(
+        "worker", help="run a Faust worker: session table, dead letters, /metrics",
+        description="Consume the event topics, keep each user's session in the changelog-backed table "
+                    "user_sessions, send rejected events to the dead-letter topic, and serve Prometheus "
+                    "metrics on http://<host>:<worker-port>/metrics. Start one per core or host; "
+                    "partitions are shared among workers with the same --app-id.")
+    add_kafka_flags(worker)
+    add_home_flag(worker)
+    worker.add_argument("--worker-port", dest="worker_port", type=int,
+                        help="web port serving /metrics (env SHOPGUIDE_WORKER_PORT, default 6066)")
+    worker.add_argument("--app-id", dest="worker_id",
+                        help="Faust app id: consumer group and changelog prefix (env SHOPGUIDE_APP_ID)")
+    worker.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"],
+                        help="worker log level (default warning)")
+    worker.set_defaults(handler=_worker)
+
+
+def _worker(args, settings) -> int:
+    from streams.app import create_app, run_worker
+
+    return run_worker(create_app(settings), args.loglevel)
 
 
 def _register_broker(commands) -> None:

@@ -157,6 +157,11 @@ def _query(wire: dict) -> str:
     return value
 
 
+def user_key(user: Id) -> bytes:
+    """The Kafka key of a user's events: every event topic is partitioned by it."""
+    return str(user).encode()
+
+
 def topic_for(kind: str, settings) -> str:
     """Clicks, searches and purchases each have a topic; add_to_cart rides with purchases."""
     return {"click": settings.topic_clicks, "search": settings.topic_searches,

@@ -2,6 +2,7 @@
 pytest_plugins = [
     "tests.fixtures.tiny_model",
     "tests.fixtures.kafka",
+    "tests.fixtures.worker",
     "tests.fixtures.triton",
     "tests.fixtures.prometheus",
 ]

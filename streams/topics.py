@@ -1,0 +1,32 @@
+"""Create the pipeline's topics (event topics, dead letters, recommendations) when missing, so
+workers and producers agree on the partition count instead of relying on broker auto-creation."""
+from __future__ import annotations
+
+from shopguide.config import Settings
+from shopguide.errors import UserError
+
+
+def pipeline_topics(settings: Settings) -> list[str]:
+    return [*settings.event_topics, settings.topic_deadletter, settings.topic_recommendations]
+
+
+def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    names = names or pipeline_topics(settings)
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, bootstrap_timeout_ms=10000)
+    except KafkaError as exc:
+        raise UserError(f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); "
+                        "start one with `shopguide broker start`") from None
+    try:
+        missing = set(names) - set(admin.list_topics())
+        for name in sorted(missing):
+            try:
+                admin.create_topics([NewTopic(name, settings.partitions, 1)])
+            except TopicAlreadyExistsError:  # another worker won the race
+                pass
+    finally:
+        admin.close()
