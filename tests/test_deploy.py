@@ -252,7 +252,7 @@ def test_kubeconform_rejects_an_unknown_field(kube_schemas):
 def test_k8s_workload_shape(k8s_manifests):
     objects = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(k8s_manifests)}
     env = next(o for (kind, name), o in objects.items() if kind == "ConfigMap" and name.startswith("shopguide-env"))
-    worker = objects["StatefulSet", "shopguide-worker"]
+    worker = objects["Deployment", "shopguide-worker"]
     assert worker["spec"]["replicas"] == int(env["data"]["SHOPGUIDE_PARTITIONS"]) == Settings().partitions
     container, = worker["spec"]["template"]["spec"]["containers"]
     metrics_port = int(env["data"]["SHOPGUIDE_WORKER_PORT"])
@@ -267,7 +267,7 @@ def test_k8s_workload_shape(k8s_manifests):
     assert any(mount["mountPath"] == "/models" for mount in server["volumeMounts"])
     assert objects["CronJob", "shopguide-finetune"]["spec"]["concurrencyPolicy"] == "Forbid"
 
-    pods = [o["spec"]["template"] for o in objects.values() if o["kind"] in ("StatefulSet", "Deployment")]
+    pods = [o["spec"]["template"] for o in objects.values() if o["kind"] == "Deployment"]
     pods += [o["spec"]["jobTemplate"]["spec"]["template"] for o in objects.values() if o["kind"] == "CronJob"]
     for (kind, name), service in objects.items():
         if kind == "Service":
