@@ -9,6 +9,8 @@ from tritonclient.utils import InferenceServerException
 from serving.client import server_state
 from serving.rollout import publish
 from serving.triton import LocalTriton, prepare_backends, wheel_dir
+from shopguide.cli import main
+from shopguide.errors import UserError
 from tests.fixtures.triton import triton_settings
 
 pytestmark = pytest.mark.triton
@@ -63,3 +65,18 @@ def test_starts_on_an_empty_repository_then_serves_what_is_published(tmp_path, t
         assert server.stop()
     assert server.pid() is None
     assert not server_state(settings.triton_grpc).live
+
+
+def test_a_second_start_from_the_same_home_is_refused(triton):
+    with pytest.raises(UserError, match="already runs"):
+        LocalTriton(triton.settings).start()
+
+
+def test_status_and_model_list_name_the_served_version(triton, capsys):
+    flags = ["--grpc", triton.url, "--model-repository", str(triton.settings.model_repository)]
+    assert main(["triton", "status", "--home", str(triton.settings.home), *flags]) == 0
+    assert main(["model", "list", *flags]) == 0
+    out = capsys.readouterr().out
+    version = triton.repository.latest()
+    assert f"next_item version {version} serving" in out
+    assert f"{version:>5}  " in out and "<- Triton serves this" in out
