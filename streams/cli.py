@@ -9,6 +9,40 @@ from shopguide.cli import add_home_flag, add_kafka_flags
 def register(commands, bench):
     _register_broker(commands)
     _register_worker(commands)
+    _register_replay(commands)
+
+
+def _register_replay(commands) -> None:
+    replay = commands.add_parser(
+        "replay", help="produce a data set's interactions as events (kafka-python, with progress)",
+        description="Send a data set's interactions, in time order, as schema-v1 events keyed by user: "
+                    "Diginetica views (train-item-views.csv) as clicks with their real times, Amazon "
+                    "sequences as purchases interleaved across users, or a CSV user,item,timestamp[,type].")
+    replay.add_argument("--data", required=True, type=_existing_path, help="the data file")
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    pace.add_argument("--speedup", type=float,
+                      help="replay at this many times the data's real pace (Diginetica, timestamped CSV)")
+    replay.add_argument("--limit", type=int, help="send only the first N interactions")
+    add_kafka_flags(replay)
+    replay.set_defaults(handler=_replay)
+
+
+def _existing_path(text: str):
+    from pathlib import Path
+
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{path}: no such file")
+    return path
+
+
+def _replay(args, settings) -> int:
+    from streams.replay import replay
+
+    sent = replay(settings, args.data, rate=args.rate, speedup=args.speedup, limit=args.limit)
+    print(f"sent {sent} events to {settings.bootstrap_servers}")
+    return 0
 
 
 def _register_worker(commands) -> None:
