@@ -31,7 +31,8 @@ def register(commands, bench):
     train.add_argument("--out", type=Path, required=True, help="directory for checkpoint.pt")
     for f in dataclasses.fields(TrainConfig):
         train.add_argument("--" + f.name.replace("_", "-"), dest=f"config_{f.name}", type=type(f.default),
-                           default=f.default, metavar=f.name.upper(), help=f"(default {f.default})")
+                           default=f.default, metavar=f.name.upper(),
+                           help=f"{f.metadata['doc']} (default {f.default})")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.set_defaults(handler=_train)
 

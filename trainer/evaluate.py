@@ -93,7 +93,8 @@ def evaluate_checkpoint(checkpoint, path) -> tuple[dict[str, dict[str, float]], 
                     "items the user has seen are NOT excluded (as in ICLRec/S3-Rec)",
         "model": ", ".join(f"{k}={v}" for k, v in checkpoint.model.args.to_dict().items()),
         "training": f"{len(checkpoint.history)} epochs, "
-                    f"{sum(h['seconds'] for h in checkpoint.history) / 60:.1f} min, "
+                    f"{sum(h['seconds'] for h in checkpoint.history) / 60:.1f} min wall, "
+                    f"{sum(h.get('cpu_seconds', 0.0) for h in checkpoint.history) / 60:.1f} min CPU, "
                     + ", ".join(f"{k}={config[k]}" for k in ("lr", "batch_size", "dropout", "patience") if k in config),
         "unknown test targets": str(sum(t == 0 for t in split.test_targets)),
     }

@@ -55,13 +55,17 @@ def _plot(path: Path, results: dict[str, dict[str, float]], history: list[dict])
 
 def _curve(ax, history: list[dict]) -> None:
     epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [h["loss"] for h in history], color="tab:gray", label="training loss")
+    ax.plot(epochs, [h["loss"] for h in history], "o-", markersize=3, color="tab:gray", label="training loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (cross-entropy)")
     ax.set_title("Training")
     valid = ax.twinx()
     for metric, colour in (("valid_NDCG@20", "tab:blue"), ("valid_HR@20", "tab:orange")):
-        valid.plot(epochs, [h[metric] for h in history], color=colour, label=metric.replace("_", " "))
+        valid.plot(epochs, [h[metric] for h in history], "o-", markersize=3, color=colour,
+                   label=metric.replace("_", " "))
+    if history:
+        best = max(history, key=lambda h: h["valid_NDCG@20"])["epoch"]
+        valid.axvline(best, color="tab:green", linestyle="--", label=f"kept: epoch {best}")
     valid.set_ylabel("validation metric")
     handles = ax.get_legend_handles_labels()[0] + valid.get_legend_handles_labels()[0]
     ax.legend(handles, [h.get_label() for h in handles], loc="center right")

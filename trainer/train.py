@@ -9,7 +9,7 @@ import copy
 import dataclasses
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,20 +24,24 @@ from trainer.model import ModelArgs, NextItemModel
 MONITOR = "NDCG@20"
 
 
+def _option(default, doc: str):
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass
 class TrainConfig:
-    max_len: int = 50
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    dropout: float = 0.3
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    max_epochs: int = 200
-    patience: int = 10  # epochs without a better validation NDCG@20 before stopping
-    max_minutes: float = 30.0
-    seed: int = 0
+    max_len: int = _option(50, "newest items of a history the model reads")
+    hidden: int = _option(64, "embedding and hidden size")
+    layers: int = _option(2, "Transformer layers")
+    heads: int = _option(2, "attention heads per layer")
+    dropout: float = _option(0.5, "dropout on embeddings, attention and feed-forward")
+    lr: float = _option(2e-3, "AdamW learning rate")
+    weight_decay: float = _option(0.0, "AdamW weight decay")
+    batch_size: int = _option(256, "training sequences per step")
+    max_epochs: int = _option(200, "upper bound on passes over the training data")
+    patience: int = _option(5, "epochs without a better validation NDCG@20 before stopping")
+    max_minutes: float = _option(30.0, "wall-time budget; the best weights so far are kept")
+    seed: int = _option(0, "random seed (initialisation, shuffling)")
 
     def model_args(self, num_ids: int) -> ModelArgs:
         return ModelArgs(num_ids=num_ids, max_len=self.max_len, hidden=self.hidden, layers=self.layers,
@@ -73,10 +77,11 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     best, best_state, stale = float("-inf"), copy.deepcopy(model.state_dict()), 0
     bar = tqdm(range(config.max_epochs), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         loss = _epoch(model, optimiser, windows, config.batch_size, rng, deadline)
         valid = evaluate_model(model, split.valid_inputs, split.valid_targets)
         checkpoint.history.append({"epoch": epoch + 1, "loss": loss, "seconds": time.monotonic() - started,
+                                   "cpu_seconds": time.process_time() - cpu,
                                    **{f"valid_{k}": v for k, v in valid.items()}})
         bar.set_postfix(loss=f"{loss:.3f}", ndcg20=f"{valid[MONITOR]:.4f}", best=f"{max(best, valid[MONITOR]):.4f}")
         if valid[MONITOR] > best:

@@ -1,0 +1,85 @@
+"""Split, batching, the training loop and the train/eval commands (on real slices of amazon-toys)."""
+import random
+
+import pytest
+import torch
+
+from shopguide.cli import main
+from trainer import data
+from trainer.checkpoint import Checkpoint
+from trainer.evaluate import evaluate_popularity, ranks, summarise
+
+
+def test_leave_one_out_holds_back_the_last_two_items():
+    split = data.leave_one_out([[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]])
+    assert split.train == [[1, 2, 3], [6, 7], [8]]
+    assert split.valid_inputs == [[1, 2, 3], [8]] and split.valid_targets == [4, 9]
+    assert split.test_inputs == [[1, 2, 3, 4], [8, 9]] and split.test_targets == [5, 10]
+
+
+def test_training_windows_keep_every_pair_of_long_histories():
+    seq = list(range(1, 13))
+    windows = data.training_windows([seq, [5]], max_len=4)
+    pairs = {(w[i], w[i + 1]) for w in windows for i in range(len(w) - 1)}
+    assert pairs == {(a, a + 1) for a in range(1, 12)}
+    assert max(len(w) for w in windows) == 5
+
+
+def test_batches_are_left_padded_and_shifted():
+    windows = [[1, 2, 3], [4, 5, 6, 7, 8]]
+    (inputs, targets), = data.training_batches(windows, 8, random.Random(0))
+    rows = {tuple(r) for r in torch.cat([inputs, targets], 1).tolist()}
+    assert rows == {(0, 0, 1, 2, 0, 0, 2, 3), (4, 5, 6, 7, 5, 6, 7, 8)}
+
+
+def test_ranks_count_ties_against_the_target():
+    scores = torch.tensor([[-1e9, 0.5, 0.9, 0.5, 0.1]])
+    assert ranks(scores, torch.tensor([3])).item() == 2  # one higher, one tied
+    metrics = summarise(torch.tensor([0, 4, 30]))
+    assert metrics["HR@5"] == pytest.approx(2 / 3) and metrics["HR@20"] == pytest.approx(2 / 3)
+    assert metrics["NDCG@5"] == pytest.approx((1 + 1 / torch.log2(torch.tensor(6.0)).item()) / 3)
+
+
+def test_popularity_ranks_the_most_frequent_item_first():
+    metrics = evaluate_popularity([[1, 2, 2], [2, 3]], num_ids=4, targets=[2, 1])
+    assert metrics["HR@5"] == 1.0 and metrics["NDCG@5"] == pytest.approx((1 + 1 / torch.log2(torch.tensor(3.0)).item()) / 2)
+
+
+def test_tiny_model_learnt_and_reloads_identically(tiny_checkpoint, toys_slice):
+    checkpoint = Checkpoint.load(tiny_checkpoint)
+    assert checkpoint.history and checkpoint.config["max_len"] == 50
+    test = checkpoint.metrics["test"]
+    popularity = evaluate_popularity(*_popularity_inputs(checkpoint, toys_slice))
+    assert test["HR@20"] > popularity["HR@20"]
+    history = torch.tensor([[0, 0, 1, 2, 3]])
+    torch.testing.assert_close(Checkpoint.load(tiny_checkpoint).model(history), checkpoint.model(history))
+
+
+def _popularity_inputs(checkpoint, path):
+    _, sequences = data.load(path, checkpoint.index)
+    split = data.leave_one_out(sequences)
+    return split.test_inputs, checkpoint.index.num_ids, split.test_targets
+
+
+def test_train_command_writes_a_self_describing_checkpoint(tmp_path, toys_slice):
+    small = tmp_path / "small.txt"
+    small.write_text("".join(toys_slice.read_text().splitlines(keepends=True)[:300]))
+    assert main(["train", "--data", str(small), "--out", str(tmp_path / "run"), "--max-epochs", "2",
+                 "--hidden", "16", "--threads", "2"]) == 0
+    checkpoint = Checkpoint.load(tmp_path / "run" / "checkpoint.pt")
+    assert len(checkpoint.history) == 2 and checkpoint.model.args.hidden == 16
+    assert set(checkpoint.metrics) == {"valid", "test"}
+    assert len(checkpoint.index) == len({i for line in small.read_text().splitlines() for i in line.split()[1:]})
+
+
+def test_eval_command_writes_report_with_baseline_and_plot(tmp_path, tiny_checkpoint, toys_slice):
+    out = tmp_path / "report"
+    assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(toys_slice), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "| this model |" in report and "| popularity |" in report and "NOT excluded" in report
+    assert (out / "report.png").stat().st_size > 10_000
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    assert main(["eval", "--checkpoint", str(tmp_path / "none.pt")]) == 1
+    assert "no such checkpoint" in capsys.readouterr().err
