@@ -37,6 +37,7 @@ def _path(text: str):
 
 
 def build_parser() -> Parser:
+    from shopguide.demo import register as register_demo
     from serving.cli import register as register_serving
     from streams.cli import register as register_streams
     from trainer.cli import register as register_trainer
@@ -52,6 +53,7 @@ def build_parser() -> Parser:
     bench.required = True
     for register in (register_streams, register_serving, register_trainer, register_finetune):
         register(commands, bench)
+    register_demo(commands)
     return parser
 
 

@@ -123,7 +123,7 @@ class LocalBroker:
             raise UserError(f"a broker is already running from {self.root} (pid {self.pid()}, "
                             f"port {self.running_port()}); `shopguide broker stop` first")
         for port in (self.port, self.controller_port):
-            if _port_open(port):
+            if port_open(port):
                 raise UserError(f"port {port} on 127.0.0.1 is taken; choose another with --port/--controller-port")
         libs = fetch(self.cache, quiet=quiet)
         config = self._write_config()
@@ -177,7 +177,7 @@ class LocalBroker:
             if process.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 raise UserError(f"the broker exited with code {process.returncode}; see {self.log_file}")
-            if _port_open(self.port) and _metadata_ready(self.bootstrap_servers):
+            if port_open(self.port) and _metadata_ready(self.bootstrap_servers):
                 return
             time.sleep(0.3)
         self.stop()
@@ -204,7 +204,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -30,3 +30,22 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
                 pass
     finally:
         admin.close()
+
+
+def changelog_topic(settings: Settings) -> str:
+    """Faust's name for the user_sessions table's changelog."""
+    return f"{settings.worker_id}-user_sessions-changelog"
+
+
+def read_sessions(settings: Settings, timeout_ms: int = 3000) -> dict:
+    """Every user's newest session in the changelog: user key -> Session."""
+    from kafka import KafkaConsumer
+
+    from streams.sessions import Session
+
+    consumer = KafkaConsumer(changelog_topic(settings), bootstrap_servers=settings.bootstrap_servers,
+                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=timeout_ms)
+    try:
+        return {record.key: Session.unpack(record.value) for record in consumer if record.value is not None}
+    finally:
+        consumer.close()

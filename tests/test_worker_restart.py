@@ -25,8 +25,7 @@ def test_state_survives_restart(kafka_settings, start_worker, producer, topic_re
     producer.flush()
     sessions.until(lambda r: all(s.events == 3 for s in latest_sessions(r).values()) and len(latest_sessions(r)) == 6,
                    what="three clicks per user in the changelog")
-    first.stop()
-    assert first.process.returncode == 0
+    assert first.stop() == 0
 
     second = start_worker(settings)
     wait_for(lambda: second.assigned() == all_partitions(settings), what="second worker assigned")
