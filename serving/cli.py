@@ -78,6 +78,8 @@ def _register_bench(bench) -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 256], help="users per call (default 32 256)")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration per batch size (default 10)")
     parser.add_argument("--concurrency", type=int, default=4, help="calls in flight (default 4)")
+    parser.add_argument("--session-length", dest="session_length", type=int,
+                        help="longest random session, items (env SHOPGUIDE_SESSION_LENGTH, default 50)")
     add_repository_flag(parser)
     add_triton_flags(parser)
     parser.set_defaults(handler=_bench_triton)

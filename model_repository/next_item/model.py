@@ -43,52 +43,58 @@ class TritonPythonModel:
     def _warm_up(self):
         # The first runs of an ORT session allocate and pick kernels; pay that before reporting ready.
         for batch in WARMUP_BATCHES:
-            self._run(np.zeros((batch, self.max_len), dtype=np.int64))
+            for width in (1, self.max_len):
+                self._run(np.zeros((batch, width), dtype=np.int64))
 
     def _run(self, model_ids):
         top_ids, top_scores = self.session.run(["top_ids", "top_scores"], {self.session_input: model_ids})
         return self.shop_ids[top_ids], top_scores.astype(np.float32)
 
-    def _encode(self, rows):
-        """Shop ids -> model ids: unknown ids and padding drop out, the newest max_len stay, left-padded."""
+    def _known(self, rows):
+        """Each row's shop ids -> its newest max_len known model ids (unknown ids and padding drop out)."""
         if rows.ndim != 2:
             raise ValueError(f"{self.input_name} must be [batch, items], got shape {list(rows.shape)}")
-        encoded = np.full((rows.shape[0], self.max_len), PADDING, dtype=np.int64)
-        for n, row in enumerate(rows):
-            known = [self.model_ids[item] for item in row if item in self.model_ids][-self.max_len:]
-            if known:
-                encoded[n, self.max_len - len(known):] = known
-        return encoded
+        return [[self.model_ids[item] for item in row if item in self.model_ids][-self.max_len:] for row in rows]
 
     def execute(self, requests):
         responses = [None] * len(requests)
-        batches, owners = [], []
+        sessions, owners = [], []
         for n, request in enumerate(requests):
             try:
                 rows = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-                batches.append(self._encode(rows))
+                sessions.append(self._known(rows))
                 owners.append(n)
             except Exception as exc:  # a bad request must not fail its neighbours in the batch
                 responses[n] = _error(exc)
-        if batches:
-            self._answer(batches, owners, responses)
+        if sessions:
+            self._answer(sessions, owners, responses)
         return responses
 
-    def _answer(self, batches, owners, responses):
+    def _answer(self, sessions, owners, responses):
         try:
-            items, scores = self._run(np.concatenate(batches))
+            items, scores = self._run(_left_pad([row for rows in sessions for row in rows]))
         except Exception as exc:
             for n in owners:
                 responses[n] = _error(exc)
             return
         start = 0
-        for n, batch in zip(owners, batches):
-            end = start + len(batch)
+        for n, rows in zip(owners, sessions):
+            end = start + len(rows)
             responses[n] = pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor(self.items_name, items[start:end]),
                 pb_utils.Tensor(self.scores_name, scores[start:end]),
             ])
             start = end
+
+
+def _left_pad(rows):
+    """As wide as the longest row, not max_len: the model places positions from the right, so the
+    answer is the same, and short sessions (most of them) cost far less."""
+    padded = np.full((len(rows), max(map(len, rows), default=0) or 1), PADDING, dtype=np.int64)
+    for n, row in enumerate(rows):
+        if row:
+            padded[n, padded.shape[1] - len(row):] = row
+    return padded
 
 
 def _error(exc):
