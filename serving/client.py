@@ -16,6 +16,7 @@ INPUT = "ITEMS"
 OUTPUT_ITEMS = "ITEMS"
 OUTPUT_SCORES = "SCORES"
 PROBE_TIMEOUT_S = 2.0
+RECONNECT_BACKOFF_MAX_MS = 1000
 
 Recommendation = tuple[list[str], list[float]]
 
@@ -70,9 +71,17 @@ class TritonClient:
 
     def _connection(self):
         if self._client is None:
-            from tritonclient.grpc import aio
+            from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, aio
 
-            self._client = aio.InferenceServerClient(self.url)
+            self._client = aio.InferenceServerClient(self.url, channel_args=[
+                ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+                ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+                # gRPC's reconnect backoff grows to 2 minutes by default; cap it so answers from
+                # the model resume within a second or so of Triton coming back.
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
+            ])
         return self._client
 
     async def recommend(self, sessions: Sequence[Sequence], timeout_s: float) -> tuple[list[Recommendation], int | None]:

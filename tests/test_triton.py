@@ -1,4 +1,5 @@
 """The local Triton launcher and the served model's behaviour beyond plain answers."""
+import asyncio
 import urllib.request
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from serving.client import server_state
+from serving.client import ServingError, TritonClient, server_state
 from serving.rollout import publish
 from serving.triton import LocalTriton, prepare_backends, wheel_dir
 from shopguide.cli import main
@@ -52,19 +53,39 @@ def test_the_backend_stub_copy_is_idempotent():
     assert (backends / "python" / "triton_python_backend_stub").stat().st_size > 0
 
 
-def test_starts_on_an_empty_repository_then_serves_what_is_published(tmp_path, tiny_export):
+def test_starts_empty_serves_what_is_published_and_a_client_outlives_a_restart(tmp_path, tiny_export):
     settings = triton_settings(tmp_path)
     server = LocalTriton(settings)
-    server.start()
-    try:
-        state = server_state(settings.triton_grpc)
-        assert state.live and state.serving == []
-        assert publish(settings, tiny_export) == (1, 1)
-        assert server_state(settings.triton_grpc).serving == [1]
-    finally:
-        assert server.stop()
-    assert server.pid() is None
-    assert not server_state(settings.triton_grpc).live
+
+    async def lifecycle():
+        client = TritonClient(settings.triton_grpc)
+        server.start()
+        try:
+            state = server_state(settings.triton_grpc)
+            assert state.live and state.serving == []
+            assert not await client.ready()
+            assert publish(settings, tiny_export) == (1, 1)
+            assert (await client.recommend([[]], timeout_s=10.0))[1] == 1
+            assert server.stop()
+            assert server.pid() is None and not server_state(settings.triton_grpc).live
+            with pytest.raises(ServingError):
+                await client.recommend([[]], timeout_s=2.0)
+            server.start()  # now with a version on disk: loaded at start
+            assert (await answer_again(client))[1] == 1
+        finally:
+            server.stop()
+            await client.close()
+    asyncio.run(lifecycle())
+
+
+async def answer_again(client, attempts=60):
+    """The same client, without being rebuilt, answers again once its channel reconnects."""
+    for _ in range(attempts - 1):
+        try:
+            return await client.recommend([[]], timeout_s=2.0)
+        except ServingError:
+            await asyncio.sleep(0.5)
+    return await client.recommend([[]], timeout_s=2.0)
 
 
 def test_a_second_start_from_the_same_home_is_refused(triton):
