@@ -54,6 +54,8 @@ def _serving_error(exc: Exception) -> ServingError:
         return ServingError("timeout", f"Triton did not answer in time: {exc}")
     if "UNAVAILABLE" in status:
         return ServingError("unavailable", f"Triton is unreachable: {exc}")
+    if "NOT_FOUND" in status:
+        return ServingError("unavailable", f"Triton serves no version of the model: {exc}")
     return ServingError("error", f"Triton answered with an error: {exc}")
 
 

@@ -64,6 +64,9 @@ def test_starts_empty_serves_what_is_published_and_a_client_outlives_a_restart(t
             state = server_state(settings.triton_grpc)
             assert state.live and state.serving == []
             assert not await client.ready()
+            with pytest.raises(ServingError) as no_model:
+                await client.recommend([[]], timeout_s=2.0)
+            assert no_model.value.cause == "unavailable"
             assert publish(settings, tiny_export) == (1, 1)
             assert (await client.recommend([[]], timeout_s=10.0))[1] == 1
             assert server.stop()
