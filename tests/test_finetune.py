@@ -83,7 +83,7 @@ def test_fine_tune_learns_new_items_and_passes_the_gate():
     torch.manual_seed(0)
     live = Checkpoint(NextItemModel(ModelArgs(num_ids=4, max_len=8, hidden=16, layers=1, heads=1, dropout=0.0)),
                       ItemIndex("abc"))
-    new = {f"u{n}": ["a", f"n{n % 3}", f"m{n % 3}"] for n in range(60)}  # new items in a fixed pattern
+    new = {f"u{n}": ["a", f"n{n % 3}", f"m{n % 3}", f"n{n % 3}", f"m{n % 3}"] for n in range(60)}  # fixed pairs
     result = fine_tune(live, Histories(), new, FinetuneConfig(lr=1e-2, max_epochs=30, patience=30, min_users=10),
                        progress=False)
     assert result.outcome == "published" and result.new_items == 6 and result.held_out == 60
@@ -95,3 +95,11 @@ def test_fine_tune_skips_when_too_few_users_can_be_judged():
     live = Checkpoint(NextItemModel(ModelArgs(num_ids=4, max_len=8, hidden=8, layers=1, heads=1)), ItemIndex("abc"))
     result = fine_tune(live, Histories(), {"u": ["a", "b", "c"]}, FinetuneConfig(min_users=2), progress=False)
     assert result.outcome == "skipped" and result.candidate is None
+
+
+def test_rehearsal_trains_on_other_users_histories_but_never_evaluates_them():
+    index = ItemIndex(["a", "b", "c", "d"])
+    histories = Histories({"old1": ["a", "b"], "old2": ["c", "d"], "u": ["a"]})
+    split = build_split(index, histories, {"u": ["b", "c"]}, max_len=50, rehearsal=2.0)
+    assert split.test_targets == [3] and split.test_inputs == [[1, 2]]
+    assert [1, 2] in split.train and [3, 4] in split.train

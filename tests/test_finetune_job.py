@@ -18,20 +18,18 @@ from trainer.job import CHECKPOINT, FinetuneJob, JobOptions
 from trainer.runs import RunLog
 
 pytestmark = [pytest.mark.kafka, pytest.mark.triton]
-CONFIG = FinetuneConfig(lr=3e-3, max_epochs=4, patience=4, max_minutes=1.0, min_users=10)
+CONFIG = FinetuneConfig(lr=1e-2, batch_size=16, max_epochs=10, patience=10, max_minutes=1.0, min_users=10)
 
 
 def new_item_events(prefix: str, users: int, start_ts: float) -> list[Event]:
-    """Each user clicks a known toy, then two never-seen items in one of five fixed patterns; a
-    search (no item) and an add_to_cart ride along. The live model cannot rank unseen items."""
+    """Each user clicks a known toy, then goes back and forth between two never-seen items of one
+    of five pairs; a search (no item) rides along. The live model cannot rank unseen items."""
     events = []
     for n in range(users):
-        user, ts = f"{prefix}-user{n}", start_ts + n
-        pattern = n % 5
-        events += [Event("click", user, "s", ts, items=("1",)),
-                   Event("search", user, "s", ts + 0.1, query="blocks"),
-                   Event("click", user, "s", ts + 0.2, items=(f"{prefix}-a{pattern}",)),
-                   Event("add_to_cart", user, "s", ts + 0.3, items=(f"{prefix}-b{pattern}",))]
+        user, ts, pair = f"{prefix}-user{n}", start_ts + n, n % 5
+        events += [Event("click", user, "s", ts, items=("1",)), Event("search", user, "s", ts + 0.1, query="blocks")]
+        events += [Event("click" if step % 2 else "add_to_cart", user, "s", ts + 0.2 + step / 10,
+                         items=(f"{prefix}-{'ab'[step % 2]}{pair}",)) for step in range(4)]
     return events
 
 
@@ -94,8 +92,8 @@ def test_a_run_with_too_few_users_commits_nothing(job_settings, triton):
         lag = job.log.lag()
     finally:
         job.close()
-    assert record.outcome == "skipped" and record.events == 12
-    assert lag == 12  # every event stays for the next run
+    assert record.outcome == "skipped" and record.events == 18
+    assert lag == 18  # every event stays for the next run
     assert triton.repository.latest() == record.live_version
 
 

@@ -26,15 +26,15 @@ class Batch:
 class EventLog:
     def __init__(self, settings: Settings, group: str):
         from kafka import KafkaConsumer
-        from kafka.errors import NoBrokersAvailable
+        from kafka.errors import KafkaError
 
         self.settings = settings
         try:
             self.consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
                                           enable_auto_commit=False, auto_offset_reset="earliest",
                                           request_timeout_ms=30_000)
-        except NoBrokersAvailable:
-            raise UserError(f"no Kafka broker at {settings.bootstrap_servers} (shopguide broker start)") from None
+        except KafkaError as exc:
+            raise UserError(f"Kafka at {settings.bootstrap_servers}: {exc} (shopguide broker start)") from None
 
     def partitions(self) -> list:
         from kafka import TopicPartition

@@ -10,6 +10,7 @@ NDCG@20 is not worse. The Kafka job (trainer/job.py) and `bench online` both cal
 from __future__ import annotations
 
 import copy
+import random
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class FinetuneConfig:
     batch_size: int = 256
     min_gain: float = 0.0  # publish when candidate NDCG@20 >= live NDCG@20 + min_gain
     min_users: int = 20  # held-out users needed for a decision; fewer: skip and wait for more events
+    rehearsal: float = 1.0  # old users' histories trained on beside the new ones, per new user
     seed: int = 0
 
 
@@ -108,11 +110,20 @@ def grow_index(index: ItemIndex, new: dict[str, list[str]]) -> ItemIndex:
     return grown
 
 
-def build_split(index: ItemIndex, histories: Histories, new: dict[str, list[str]], max_len: int) -> data.Split:
+def build_split(index: ItemIndex, histories: Histories, new: dict[str, list[str]], max_len: int,
+                rehearsal: float = 0.0, seed: int = 0) -> data.Split:
     """Leave-one-out over (history + new items) of the users with new events: the last item, always
-    a new one, is the test target; the one before it the validation target."""
+    a new one, is the test target; the one before it the validation target.
+
+    `rehearsal` * len(new) histories of other users join the training part only: replaying some
+    of what the model already learned keeps it from forgetting it while it learns the new events.
+    """
     sequences = [index.to_model(histories.get(user)[-max_len:] + items) for user, items in new.items()]
-    return data.leave_one_out(sequences)
+    split = data.leave_one_out(sequences)
+    others = [user for user in histories.items if user not in new]
+    count = min(len(others), int(rehearsal * len(new)))
+    split.train += [index.to_model(histories.get(user)) for user in random.Random(seed).sample(others, count)]
+    return split
 
 
 def decide(candidate: dict[str, float], live: dict[str, float], min_gain: float = 0.0) -> bool:
@@ -140,7 +151,7 @@ def fine_tune(live: Checkpoint, histories: Histories, new: dict[str, list[str]],
     """Fine-tune a copy of `live` on the new items of each user; `live` itself is left untouched."""
     index = grow_index(live.index, new)
     max_len = live.model.args.max_len
-    split = build_split(index, histories, new, max_len)
+    split = build_split(index, histories, new, max_len, config.rehearsal, config.seed)
     new_items, users, held_out = len(index) - len(live.index), len(new), len(split.test_targets)
     if held_out < max(config.min_users, 1):
         return Result("skipped", None, {}, {}, users, held_out, new_items)

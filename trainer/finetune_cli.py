@@ -53,6 +53,7 @@ def register(commands, bench):
     online.add_argument("--every", type=int, default=1000, help="fine-tune after this many events (default 1000)")
     online.add_argument("--train-minutes", type=float, default=5.0, help="initial training time (default 5)")
     online.add_argument("--finetune-seconds", type=float, default=20.0, help="training time per fine-tune (default 20)")
+    _add_config_flags(online)
     online.add_argument("--batch", type=int, default=64, help="recommendations per inference call, as the "
                                                               "worker's micro-batches (default 64)")
     online.add_argument("--threads", type=int, default=2, help="CPU threads for torch and ONNX Runtime (default 2)")
@@ -74,10 +75,13 @@ def _add_config_flags(parser) -> None:
                         help="publish when candidate NDCG@20 >= live NDCG@20 + this (default 0: not worse)")
     parser.add_argument("--min-users", type=int, default=defaults.min_users,
                         help=f"held-out users needed to decide; fewer: skip, offsets stay (default {defaults.min_users})")
+    parser.add_argument("--rehearsal", type=float, default=defaults.rehearsal,
+                        help="old users' histories trained on beside the new events, per new user "
+                             f"(default {defaults.rehearsal})")
 
 
 def _finetune(args: argparse.Namespace, settings) -> int:
-    from trainer.finetune import FinetuneConfig, parse_every
+    from trainer.finetune import parse_every
     from trainer.job import FinetuneJob, JobOptions
 
     try:
@@ -87,8 +91,7 @@ def _finetune(args: argparse.Namespace, settings) -> int:
     minutes = args.max_seconds / 60.0 if args.max_seconds is not None else args.max_minutes
     if minutes <= 0 or args.min_users < 1 or (args.runs is not None and args.runs < 1):
         raise UserError("--max-minutes/--max-seconds, --min-users and --runs must be positive")
-    config = FinetuneConfig(lr=args.lr, max_epochs=args.max_epochs, patience=args.patience, max_minutes=minutes,
-                            min_gain=args.min_gain, min_users=args.min_users)
+    config = _config(args, minutes)
     if args.threads:
         import torch
 
@@ -99,6 +102,13 @@ def _finetune(args: argparse.Namespace, settings) -> int:
     finally:
         job.close()
     return 1 if records and records[-1].outcome == "failed" else 0
+
+
+def _config(args, minutes: float):
+    from trainer.finetune import FinetuneConfig
+
+    return FinetuneConfig(lr=args.lr, max_epochs=args.max_epochs, patience=args.patience, max_minutes=minutes,
+                          min_gain=args.min_gain, min_users=args.min_users, rehearsal=args.rehearsal)
 
 
 def _metrics(port: int | None):
@@ -120,8 +130,8 @@ def _bench_online(args: argparse.Namespace, settings) -> int:
     if not 0 < args.train_fraction < 1 or args.every < 1 or args.batch < 1:
         raise UserError("--train-fraction must be in (0, 1); --every and --batch positive")
     out = args.out or Path(settings.home) / "bench" / "online"
-    bench = OnlineBench(data, args.train_fraction, args.every, args.train_minutes, args.finetune_seconds,
-                        args.batch, args.threads)
+    bench = OnlineBench(data, args.train_fraction, args.every, args.train_minutes,
+                        _config(args, args.finetune_seconds / 60.0), args.batch, args.threads)
     path = bench.run(out)
     print(f"wrote {path}")
     return 0

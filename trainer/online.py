@@ -11,6 +11,7 @@ Runtime on the exported model.onnx, the file Triton serves; the Kafka/Triton hop
 from __future__ import annotations
 
 import csv
+import dataclasses
 import heapq
 import json
 import time
@@ -72,9 +73,9 @@ class OnnxRecommender:
 
 class OnlineBench:
     def __init__(self, data: Path, train_fraction: float = 0.7, every: int = 1000, train_minutes: float = 5.0,
-                 finetune_seconds: float = 20.0, batch: int = 64, threads: int = 2):
+                 config: FinetuneConfig = FinetuneConfig(max_minutes=20 / 60), batch: int = 64, threads: int = 2):
         self.data, self.train_fraction, self.every = Path(data), train_fraction, every
-        self.train_minutes, self.finetune_seconds = train_minutes, finetune_seconds
+        self.train_minutes, self.config = train_minutes, config
         self.batch, self.threads = batch, threads
 
     def run(self, out: Path) -> Path:
@@ -132,8 +133,7 @@ class OnlineBench:
             window += chunk
             if len(window) >= self.every:
                 cpu = time.process_time()
-                result = fine_tune(live, context, _sequences(window), FinetuneConfig(max_minutes=self.finetune_seconds / 60),
-                                   progress=False)
+                result = fine_tune(live, context, _sequences(window), self.config, progress=False)
                 if result.outcome == "published":
                     live = result.candidate
                     export(live, out / "finetuned" / "export", top_k=TOP)
@@ -237,7 +237,8 @@ def _write_markdown(path: Path, arms, finetunes, replayed, facts, bench: OnlineB
     outcomes = Counter(f["outcome"] for f in finetunes)
     lines = ["# Online evaluation: popularity, static model, fine-tuned model", ""]
     lines += [f"- **{k}**: {v}" for k, v in facts.items()]
-    lines += [f"- **fine-tuning**: every {bench.every} events, at most {bench.finetune_seconds:.0f} s of training each; "
+    config = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(bench.config).items())
+    lines += [f"- **fine-tuning**: every {bench.every} events ({config}); "
               f"{len(finetunes)} runs: " + ", ".join(f"{n} {o}" for o, n in outcomes.items()),
               f"- **how**: in-process replay, micro-batches of {bench.batch}; models run by ONNX Runtime "
               f"({bench.threads} threads) on the exported model.onnx that Triton serves, not through Kafka/Triton",
