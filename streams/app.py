@@ -31,7 +31,8 @@ def faust_config(settings: Settings) -> dict:
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         consumer_auto_offset_reset="earliest",
         web_port=settings.worker_port,
-        producer_linger_ms=5,
+        producer_linger_ms=20,
+        producer_max_batch_size=256 * 1024,
     )
 
 
@@ -70,6 +71,9 @@ def run_worker(app: faust.App, loglevel: str = "warning") -> int:
 
     ensure_topics(app.shopguide_settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    # The terminal spinner turns the root logger to DEBUG (it spins on every record), which costs
+    # a log record per message sent.
+    worker.spinner = None
     try:
         worker.execute_from_commandline()
     except SystemExit as stop:

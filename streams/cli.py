@@ -10,6 +10,44 @@ def register(commands, bench):
     _register_broker(commands)
     _register_worker(commands)
     _register_replay(commands)
+    _register_bench(bench)
+
+
+def _register_bench(bench) -> None:
+    stream = bench.add_parser(
+        "stream", help="events/s of a bare Faust pass-through agent vs the session agent",
+        description="Produce the same synthetic events once, then run (a) the fastest Faust pass-through "
+                    "agent and (b) the session worker over them, one after the other, and print events/s "
+                    "of each and their ratio. Starts its own broker on free ports unless "
+                    "--bootstrap-servers is given.")
+    stream.add_argument("--events", type=int, default=200_000, help="events to push through (default 200000)")
+    stream.add_argument("--profile", type=_path_arg, metavar="DIR",
+                        help="run both under cProfile, write DIR/{passthrough,sessions}.prof, print the top")
+    stream.add_argument("--bootstrap-servers", dest="bench_bootstrap",
+                        help="use this broker instead of starting one")
+    stream.set_defaults(handler=_bench_stream)
+
+
+def _path_arg(text: str):
+    from pathlib import Path
+
+    return Path(text).expanduser()
+
+
+def _bench_stream(args, settings) -> int:
+    import dataclasses
+
+    from streams.bench import print_profiles, run_stream_bench
+
+    if args.bench_bootstrap:
+        settings = dataclasses.replace(settings, bootstrap_servers=args.bench_bootstrap)
+    rates = run_stream_bench(settings, args.events, bool(args.bench_bootstrap), args.profile)
+    ratio = rates["sessions"] / rates["passthrough"]
+    print(f"(a) pass-through {rates['passthrough']:,.0f} events/s   (b) sessions {rates['sessions']:,.0f} events/s"
+          f"   ratio (b)/(a) {ratio:.2f}")
+    if args.profile:
+        print_profiles(args.profile)
+    return 0
 
 
 def _register_replay(commands) -> None:

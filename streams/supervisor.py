@@ -27,12 +27,15 @@ def wait_for(condition, timeout_s: float = 120.0, what: str = "condition"):
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, log_path, *extra_args: str):
+    """`command` (default `shopguide worker`) in a child Python, configured by environment."""
+
+    def __init__(self, settings: Settings, log_path, *extra_args: str,
+                 command: tuple[str, ...] = ("-m", "shopguide.cli", "worker")):
         self.settings = settings
         self.log_path = log_path
         env = {**os.environ, **settings_env(settings)}
         with open(log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "shopguide.cli", "worker", *extra_args],
+            self.process = subprocess.Popen([sys.executable, *command, *extra_args],
                                             env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def samples(self) -> list:
