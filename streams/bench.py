@@ -119,7 +119,7 @@ def _run(settings, command, output_topic, count, home, profile_dir, name, consum
             done = lambda: worker.value("shopguide_events_consumed_total") >= count  # noqa: E731
         else:
             done = lambda: _written(settings, output_topic) >= count  # noqa: E731
-        wait_for(lambda: done() or worker._check_alive(), 900, f"{name} taking {count} events")
+        wait_for(lambda: done() or worker.check_alive(), 900, f"{name} taking {count} events")
     finally:
         worker.stop()
     first, last = _time_span(settings, output_topic)

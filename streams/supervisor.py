@@ -59,10 +59,10 @@ class WorkerProcess:
 
     def wait_assigned(self, timeout_s: float = 120.0) -> None:
         every = {(t, p) for t in self.settings.event_topics for p in range(self.settings.partitions)}
-        wait_for(lambda: self.process.poll() is None and self.assigned() == every or self._check_alive(),
+        wait_for(lambda: self.process.poll() is None and self.assigned() == every or self.check_alive(),
                  timeout_s, "worker holding every partition")
 
-    def _check_alive(self) -> bool:
+    def check_alive(self) -> bool:
         if self.process.poll() is not None:
             raise RuntimeError(f"the worker exited with code {self.process.returncode}; see {self.log_path}")
         return False
