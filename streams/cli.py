@@ -23,7 +23,7 @@ def _register_bench(bench) -> None:
     stream.add_argument("--events", type=int, default=200_000, help="events to push through (default 200000)")
     stream.add_argument("--profile", type=_path_arg, metavar="DIR",
                         help="run both under cProfile, write DIR/{passthrough,sessions}.prof, print the top")
-    stream.add_argument("--bootstrap-servers", dest="bench_bootstrap",
+    stream.add_argument("--bootstrap-servers", dest="bench_bootstrap", metavar="HOST:PORT",
                         help="use this broker instead of starting one")
     stream.set_defaults(handler=_bench_stream)
 
