@@ -30,9 +30,10 @@ def register(commands, bench):
                        help="Amazon sequences, Diginetica views or user,item,timestamp CSV")
     train.add_argument("--out", type=Path, required=True, help="directory for checkpoint.pt")
     for f in dataclasses.fields(TrainConfig):
-        train.add_argument("--" + f.name.replace("_", "-"), dest=f"config_{f.name}", type=type(f.default),
-                           default=f.default, metavar=f.name.upper(),
-                           help=f"{f.metadata['doc']} (default {f.default})")
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool) else \
+            {"type": type(f.default), "metavar": f.name.upper()}
+        train.add_argument("--" + f.name.replace("_", "-"), dest=f"config_{f.name}", default=f.default,
+                           help=f"{f.metadata['doc']} (default {f.default})", **kind)
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.set_defaults(handler=_train)
 

@@ -68,6 +68,15 @@ def training_windows(sequences: Sequence[list[int]], max_len: int) -> list[list[
     return windows
 
 
+def training_prefixes(sequences: Sequence[list[int]], max_len: int) -> list[list[int]]:
+    """Every prefix of every history with the item that followed it (at most max_len + 1 items).
+
+    Trained with the loss on the last item only, each target is predicted from the position the
+    served model answers from (the newest slot), with the history that preceded it.
+    """
+    return [seq[max(0, end - max_len - 1):end] for seq in sequences for end in range(2, len(seq) + 1)]
+
+
 def left_pad(sequences: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
     """[batch, length] int64, left-padded with 0; length = the longest (capped) sequence."""
     length = max(1, min(max_len, max((len(s) for s in sequences), default=1)))
@@ -79,9 +88,12 @@ def left_pad(sequences: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
     return out
 
 
-def training_batches(windows: list[list[int]], batch_size: int, rng: random.Random
+def training_batches(windows: list[list[int]], batch_size: int, rng: random.Random, last_only: bool = False
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled (inputs, targets) batches, grouped by length so little padding is computed."""
+    """Shuffled (inputs, targets) batches, grouped by length so little padding is computed.
+
+    With last_only, every target but the newest is padding (so it carries no loss).
+    """
     order = list(range(len(windows)))
     rng.shuffle(order)
     pool = batch_size * 32
@@ -93,4 +105,7 @@ def training_batches(windows: list[list[int]], batch_size: int, rng: random.Rand
     for batch in batches:
         seqs = [windows[i] for i in batch]
         width = max(len(s) for s in seqs) - 1
-        yield left_pad([s[:-1] for s in seqs], width), left_pad([s[1:] for s in seqs], width)
+        inputs, targets = left_pad([s[:-1] for s in seqs], width), left_pad([s[1:] for s in seqs], width)
+        if last_only:
+            targets[:, :-1] = PADDING
+        yield inputs, targets

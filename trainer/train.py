@@ -38,6 +38,8 @@ class TrainConfig:
     lr: float = _option(2e-3, "AdamW learning rate")
     weight_decay: float = _option(0.0, "AdamW weight decay")
     batch_size: int = _option(256, "training sequences per step")
+    prefixes: bool = _option(True, "train on every prefix with the loss on its last item "
+                                   "(else on whole histories with the loss at every position)")
     max_epochs: int = _option(200, "upper bound on passes over the training data")
     patience: int = _option(5, "epochs without a better validation NDCG@20 before stopping")
     max_minutes: float = _option(30.0, "wall-time budget; the best weights so far are kept")
@@ -71,14 +73,15 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     The checkpoint is saved to `target` at every improvement, so a killed run leaves its best.
     """
     model, rng = checkpoint.model, random.Random(config.seed)
-    windows = data.training_windows(split.train, config.max_len)
+    cut = data.training_prefixes if config.prefixes else data.training_windows
+    windows = cut(split.train, config.max_len)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     deadline = time.monotonic() + 60.0 * config.max_minutes
     best, best_state, stale = float("-inf"), copy.deepcopy(model.state_dict()), 0
     bar = tqdm(range(config.max_epochs), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         started, cpu = time.monotonic(), time.process_time()
-        loss = _epoch(model, optimiser, windows, config.batch_size, rng, deadline)
+        loss = _epoch(model, optimiser, data.training_batches(windows, config.batch_size, rng, config.prefixes), deadline)
         valid = evaluate_model(model, split.valid_inputs, split.valid_targets)
         checkpoint.history.append({"epoch": epoch + 1, "loss": loss, "seconds": time.monotonic() - started,
                                    "cpu_seconds": time.process_time() - cpu,
@@ -97,16 +100,16 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     model.eval()
 
 
-def _epoch(model: NextItemModel, optimiser, windows, batch_size: int, rng: random.Random, deadline: float) -> float:
-    """One pass over the training windows (cut short at the deadline); mean loss."""
+def _epoch(model: NextItemModel, optimiser, batches, deadline: float) -> float:
+    """One pass over the training batches (cut short at the deadline); mean loss."""
     model.train()
-    total, batches = 0.0, 0
-    for inputs, targets in data.training_batches(windows, batch_size, rng):
+    total, count = 0.0, 0
+    for inputs, targets in batches:
         loss = model.loss(inputs, targets)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        total, batches = total + loss.item(), batches + 1
+        total, count = total + loss.item(), count + 1
         if time.monotonic() >= deadline:
             break
-    return total / max(batches, 1)
+    return total / max(count, 1)
