@@ -10,6 +10,7 @@ NDCG@20 is not worse. The Kafka job (trainer/job.py) and `bench online` both cal
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import re
 from collections import OrderedDict
@@ -172,9 +173,11 @@ def _grown_copy(live: Checkpoint, index: ItemIndex) -> Checkpoint:
 
 
 def _train_config(live: Checkpoint, config: FinetuneConfig) -> TrainConfig:
+    """The live model's own training settings (prefixes, weight decay ...), with the fine-tune budget."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {k: v for k, v in live.config.items() if k in known}
     args = live.model.args
-    return TrainConfig(max_len=args.max_len, hidden=args.hidden, layers=args.layers, heads=args.heads,
-                       dropout=args.dropout, lr=config.lr, batch_size=config.batch_size,
-                       max_epochs=config.max_epochs, patience=config.patience,
-                       max_minutes=config.max_minutes, seed=config.seed)
-
+    settings.update(max_len=args.max_len, hidden=args.hidden, layers=args.layers, heads=args.heads,
+                    dropout=args.dropout, lr=config.lr, batch_size=config.batch_size, max_epochs=config.max_epochs,
+                    patience=config.patience, max_minutes=config.max_minutes, seed=config.seed)
+    return TrainConfig(**settings)

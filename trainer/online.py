@@ -216,7 +216,8 @@ def _plot(path: Path, arms: dict[str, Arm], finetunes: list, replayed: int, buck
         which = np.clip(np.searchsorted(edges, positions, side="right") - 1, 0, buckets - 1)
         rates = [hits[which == b].mean() if (which == b).any() else np.nan for b in range(buckets)]
         per_bucket.plot((edges[:-1] + edges[1:]) / 2, rates, marker="o", label=name)
-        cumulative.plot(positions, np.cumsum(hits) / np.arange(1, len(hits) + 1), label=name)
+        settled = slice(min(100, len(hits)), None)  # the first few dozen scores are mostly noise
+        cumulative.plot(positions[settled], (np.cumsum(hits) / np.arange(1, len(hits) + 1))[settled], label=name)
     for f in finetunes:
         for ax in (per_bucket, cumulative):
             ax.axvline(f["position"], color="tab:green" if f["outcome"] == "published" else "tab:gray",
