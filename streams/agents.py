@@ -25,6 +25,9 @@ class SessionUpdate:
     session: Session      # the session right after `event`
     event: Event
     timestamp: float      # Kafka timestamp of the event (seconds)
+    topic: str            # where the event was read: names it uniquely with partition and offset
+    partition: int
+    offset: int
 
 
 class SessionSink(Protocol):
@@ -72,7 +75,8 @@ class SessionAgent:
             session = apply(sessions[key] if key in sessions else self.load(key), event, self.length)
             sessions[key] = session
             partitions[key] = message.partition
-            updates.append(SessionUpdate(event.user, key, session, event, message.timestamp))
+            updates.append(SessionUpdate(event.user, key, session, event, message.timestamp,
+                                         message.topic, message.partition, message.offset))
         for key, session in sessions.items():
             self.save(key, session, partitions[key])
         for kind, count in Counter(update.event.type for update in updates).items():

@@ -36,13 +36,20 @@ def faust_config(settings: Settings) -> dict:
     )
 
 
-def create_app(settings: Settings, sink: SessionSink | None = None) -> faust.App:
+def create_app(settings: Settings, sink: SessionSink | None = None, recommend: bool = False) -> faust.App:
+    """With `recommend`, the sink is the recommendation stage (streams.recommender)."""
     config = faust_config(settings)
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.worker_id, **config)
     app.shopguide_settings = settings
     app.worker_metrics = WorkerMetrics(CollectorRegistry())
     app.session_sink = sink or NullSink()
+    if recommend:
+        from streams.recommender import Recommender
+
+        recommendations = app.topic(settings.topic_recommendations, key_serializer="raw",
+                                    value_serializer="raw", partitions=settings.partitions)
+        app.session_sink = Recommender(settings, recommendations, app.worker_metrics)
     events = app.topic(*settings.event_topics, key_serializer="raw", value_serializer="raw",
                        partitions=settings.partitions)
     deadletter = app.topic(settings.topic_deadletter, key_serializer="raw", value_serializer="raw",

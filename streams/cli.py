@@ -85,9 +85,11 @@ def _replay(args, settings) -> int:
 
 def _register_worker(commands) -> None:
     worker = commands.add_parser(
-        "worker", help="run a Faust worker: session table, dead letters, /metrics",
+        "worker", help="run a Faust worker: session table, dead letters, recommendations, /metrics",
         description="Consume the event topics, keep each user's session in the changelog-backed table "
-                    "user_sessions, send rejected events to the dead-letter topic, and serve Prometheus "
+                    "user_sessions, send rejected events to the dead-letter topic, push one recommendation per "
+                    "accepted event to the recommendations topic (Triton, or popularity when it can't answer), "
+                    "and serve Prometheus "
                     "metrics on http://<host>:<worker-port>/metrics. Start one per core or host; "
                     "partitions are shared among workers with the same --app-id.")
     add_kafka_flags(worker)
@@ -96,6 +98,10 @@ def _register_worker(commands) -> None:
                         help="web port serving /metrics (env SHOPGUIDE_WORKER_PORT, default 6066)")
     worker.add_argument("--app-id", dest="worker_id",
                         help="Faust app id: consumer group and changelog prefix (env SHOPGUIDE_APP_ID)")
+    worker.add_argument("--no-recommendations", dest="recommend", action="store_false",
+                        help="keep sessions only; push no recommendations (no Triton needed)")
+    worker.add_argument("--triton-grpc", dest="triton_grpc",
+                        help="Triton gRPC endpoint (env SHOPGUIDE_TRITON_GRPC, default 127.0.0.1:8001)")
     worker.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"],
                         help="worker log level (default warning)")
     worker.set_defaults(handler=_worker)
@@ -104,7 +110,7 @@ def _register_worker(commands) -> None:
 def _worker(args, settings) -> int:
     from streams.app import create_app, run_worker
 
-    return run_worker(create_app(settings), args.loglevel)
+    return run_worker(create_app(settings, recommend=args.recommend), args.loglevel)
 
 
 def _register_broker(commands) -> None:

@@ -1,0 +1,89 @@
+"""The recommendation stage: one recommendation per accepted event, pushed to the storefront topic.
+
+Plugged into the session agent as its sink: each agent batch becomes one Triton call for all the
+users in it (with a timeout), answers are mapped to what a shopper should see (nothing just
+bought, topped up with popular items), and each is sent to `shop.recommendations`. When Triton
+fails, the batch is answered from popularity (`source: fallback`) and Triton is tried again after
+a short pause, so model answers resume by themselves.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import msgpack
+
+from serving.client import ServingError, TritonClient
+from shopguide.config import Settings
+from shopguide.metrics import WorkerMetrics
+from streams.agents import SessionUpdate
+from streams.events import user_key
+from streams.popularity import Popularity
+
+VERSION = 1
+RETRY_AFTER_S = 1.0  # after a failed call, answer from popularity this long before trying Triton again
+
+
+class Recommender:
+    def __init__(self, settings: Settings, topic, metrics: WorkerMetrics,
+                 client: TritonClient | None = None, popularity: Popularity | None = None):
+        self.k = settings.recommend_k
+        self.timeout_s = settings.triton_timeout_s
+        self.topic = topic
+        self.metrics = metrics
+        self.client = client or TritonClient(settings.triton_grpc, settings.model_name)
+        self.popularity = popularity or Popularity()
+        self.retry_at = 0.0
+        self.last_cause = "unavailable"
+
+    async def __call__(self, updates: Sequence[SessionUpdate]) -> None:
+        self.popularity.observe(item for update in updates for item in update.event.items)
+        answers, version, cause = await self.ask_model(updates)
+        for update, answer in zip(updates, answers):
+            source = "model" if answer is not None else "fallback"
+            if answer is None:
+                self.metrics.fallbacks.labels(cause or "new_user").inc()
+            items, scores = self.finalise(update, answer)
+            await self.send(update, items, scores, version if answer is not None else None, source)
+
+    async def ask_model(self, updates: Sequence[SessionUpdate]):
+        """Answers per update (None where popularity must answer), the version, the failure cause."""
+        wanted = [i for i, update in enumerate(updates) if update.session.items]
+        answers: list = [None] * len(updates)
+        if not wanted:
+            return answers, None, None
+        if time.monotonic() < self.retry_at:
+            return answers, None, self.last_cause
+        started = time.perf_counter()
+        try:
+            found, version = await self.client.recommend([updates[i].session.items for i in wanted], self.timeout_s)
+        except ServingError as failure:
+            self.retry_at = time.monotonic() + RETRY_AFTER_S
+            self.last_cause = failure.cause
+            return answers, None, failure.cause
+        self.metrics.triton_latency.observe(time.perf_counter() - started)
+        self.metrics.triton_batch.observe(len(wanted))
+        self.metrics.model_version.set(version)
+        for i, answer in zip(wanted, found):
+            answers[i] = answer
+        return answers, version, None
+
+    def finalise(self, update: SessionUpdate, answer) -> tuple[list[str], list[float]]:
+        """Never recommend what this shopper bought; pad with popular items up to k."""
+        bought = {str(item) for item in update.session.purchased}
+        items, scores = answer if answer is not None else ([], [])
+        kept = [(item, score) for item, score in zip(items, scores) if item not in bought]
+        return self.popularity.fill([i for i, _ in kept], [s for _, s in kept], self.k, bought)
+
+    async def send(self, update: SessionUpdate, items, scores, version, source: str) -> None:
+        emitted = time.time()
+        record = {
+            "v": VERSION, "user": update.user, "items": items, "scores": scores,
+            "model_version": version, "source": source,
+            "event_type": update.event.type, "event_time": update.event.ts,
+            "event_offset": f"{update.topic}:{update.partition}:{update.offset}",
+            "produced_time": update.timestamp, "emit_time": emitted,
+        }
+        await self.topic.send(key=user_key(update.user), value=msgpack.packb(record, use_bin_type=True))
+        self.metrics.recommendations.labels(source).inc()
+        self.metrics.latency.observe(max(emitted - update.timestamp, 0.0))
