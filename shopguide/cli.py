@@ -37,6 +37,7 @@ def _path(text: str):
 
 
 def build_parser() -> Parser:
+    from shopguide.bench_e2e import register as register_bench_e2e
     from shopguide.demo import register as register_demo
     from serving.cli import register as register_serving
     from streams.cli import register as register_streams
@@ -54,6 +55,7 @@ def build_parser() -> Parser:
     for register in (register_streams, register_serving, register_trainer, register_finetune):
         register(commands, bench)
     register_demo(commands)
+    register_bench_e2e(bench)
     return parser
 
 

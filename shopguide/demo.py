@@ -1,13 +1,13 @@
 """`shopguide demo`: the main job end to end on the local stack.
 
-Starts the local broker (unless one answers already) and a worker, replays the Diginetica sample,
-waits until the worker has taken every event, prints a summary of the session table, and stops
-what it started.
+Starts what is not already running (Kafka, Triton with a model, trained on the shared Toys data
+first if none exists, a worker), replays the Diginetica sample, prints live recommendations as
+the storefront would receive them, then a summary: events, recommendations, latency
+percentiles, fallbacks and the session table. Stops what it started.
 """
 from __future__ import annotations
 
 import statistics
-import time
 from collections import Counter
 
 from shopguide.config import Settings
@@ -21,70 +21,56 @@ def register(commands) -> None:
         "demo", help="run the pipeline end to end on the local stack and print a summary",
         description=__doc__)
     demo.add_argument("--limit", type=int, help="replay only the first N views (default: all 12,390)")
+    demo.add_argument("--rate", type=float, default=500.0,
+                      help="events per second to replay at (default 500; 0 = as fast as possible)")
+    demo.add_argument("--show-every", type=int, default=500, help="print one live recommendation in N (default 500)")
+    demo.add_argument("--train-minutes", type=float, default=10.0,
+                      help="training budget when no model is published yet (default 10)")
     demo.set_defaults(handler=run)
 
 
 def run(args, settings: Settings) -> int:
-    from streams.broker import LocalBroker, port_open, parse_port
+    from shopguide.stack import local_stack
+    from streams.replay import replay
+    from streams.watch import RecommendationWatcher
 
-    port = parse_port(settings.bootstrap_servers)
-    broker = None
-    if not port_open(port):
-        broker = LocalBroker(settings.home, settings.cache, port, port + 1, settings.partitions)
-        print(f"starting Kafka on {broker.bootstrap_servers} (data in {broker.root})")
-        broker.start()
-    try:
-        _with_worker(args, settings)
-    finally:
-        if broker is not None:
-            print("stopping Kafka")
-            broker.stop()
+    with local_stack(settings, args.train_minutes) as worker:
+        watcher = RecommendationWatcher(settings, _printer(args.show_every)).start()
+        try:
+            sent = replay(settings, settings.data_dir / DIGINETICA, rate=args.rate or None, limit=args.limit)
+            rejected = worker.value("shopguide_events_deadlettered_total")
+            if not watcher.wait_for(sent - int(rejected), timeout_s=300):
+                raise UserError(f"only {len(watcher.records)} of {sent} recommendations arrived; see {worker.log_path}")
+        finally:
+            watcher.stop()
+        _summary(settings, sent, watcher, worker)
     return 0
 
 
-def _with_worker(args, settings: Settings) -> None:
-    from streams.replay import replay
-    from streams.supervisor import WorkerProcess, wait_for
-    from streams.topics import ensure_topics
+def _printer(every: int):
+    seen = Counter()
 
-    ensure_topics(settings)
-    log = settings.home / "worker.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"starting a worker (log {log}, metrics http://127.0.0.1:{settings.worker_port}/metrics)")
-    worker = WorkerProcess(settings, log)
-    try:
-        worker.wait_assigned()
-        before = _taken(worker)
-        started = time.monotonic()
-        sent = replay(settings, settings.data_dir / DIGINETICA, limit=args.limit)
-        wait_for(lambda: _taken(worker) >= before + sent, 300, "the worker taking every replayed event")
-        elapsed = time.monotonic() - started
-        print(f"\nreplayed {sent} events; the worker took them in {elapsed:.1f} s ({sent / elapsed:,.0f} events/s)")
-        _summary(settings, worker)
-    except TimeoutError as exc:
-        raise UserError(f"{exc}; see {log}") from None
-    finally:
-        print("stopping the worker")
-        worker.stop()
+    def show(record: dict) -> None:
+        seen["n"] += 1
+        if seen["n"] % every == 1:
+            version = f"v{record['model_version']}" if record["model_version"] else "popularity"
+            print(f"  -> user {record['user']} ({record['source']}, {version}): {', '.join(map(str, record['items'][:5]))} ...")
+    return show
 
 
-def _taken(worker) -> float:
-    return worker.value("shopguide_events_consumed_total") + worker.value("shopguide_events_deadlettered_total")
-
-
-def _summary(settings: Settings, worker) -> None:
+def _summary(settings: Settings, sent: int, watcher, worker) -> None:
     from streams.topics import read_sessions
 
+    latencies = sorted(watcher.latencies)
+    sources = Counter(record["source"] for record in watcher.records)
+    print(f"\nreplayed {sent:,} events; {len(watcher.records):,} recommendations "
+          f"({sources['model']:,} from the model, {sources['fallback']:,} fallbacks); "
+          f"dead letters: {worker.value('shopguide_events_deadlettered_total'):.0f}")
+    if latencies:
+        p50, p95, p99 = (latencies[min(int(q * len(latencies)), len(latencies) - 1)] * 1000 for q in (0.5, 0.95, 0.99))
+        print(f"event-to-recommendation latency: p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms")
     sessions = read_sessions(settings)
-    if not sessions:
-        raise UserError("the session table is empty")
-    lengths = [len(s.items) for s in sessions.values()]
-    items = Counter(item for s in sessions.values() for item in s.items)
-    busiest_key, busiest = max(sessions.items(), key=lambda pair: pair[1].events)
-    print(f"session table user_sessions: {len(sessions):,} users, "
-          f"{sum(s.events for s in sessions.values()):,} events folded in")
-    print(f"  recent items per user: median {statistics.median(lengths):.0f}, max {max(lengths)} "
-          f"(kept up to {settings.session_length})")
-    print(f"  most viewed items: {', '.join(f'{item} ({n})' for item, n in items.most_common(5))}")
-    print(f"  busiest user {busiest_key.decode()}: {busiest.events} events, last items {list(busiest.items[-5:])}")
-    print(f"  dead letters: {worker.value('shopguide_events_deadlettered_total'):.0f}")
+    if sessions:
+        lengths = [len(s.items) for s in sessions.values()]
+        print(f"session table user_sessions: {len(sessions):,} users; recent items per user: "
+              f"median {statistics.median(lengths):.0f}, max {max(lengths)} (kept up to {settings.session_length})")

@@ -1,0 +1,118 @@
+"""`shopguide bench e2e`: event-to-recommendation latency under a fixed offered load, and the
+highest rate the local stack sustains.
+
+Each stage offers clicks from the Toys sequences (users interleaved, items the model knows) at a
+fixed rate for a fixed time; latency is the recommendation's arrival at a storefront consumer
+minus its event's Kafka timestamp. A stage is sustained when the producer kept the rate and every
+recommendation arrived within the drain time after the last event.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shopguide.config import Settings
+from shopguide.stack import TOYS
+
+
+def register(bench) -> None:
+    e2e = bench.add_parser("e2e", help="event-to-recommendation latency and highest sustained rate",
+                           description=__doc__)
+    e2e.add_argument("--rate", type=float, default=1000.0, help="offered load of the latency stage (default 1000/s)")
+    e2e.add_argument("--steps", type=float, nargs="*", default=[1500, 2000, 2500, 3000, 4000],
+                     help="rates tried for the highest sustained rate (default 1500 2000 2500 3000 4000)")
+    e2e.add_argument("--seconds", type=float, default=20.0, help="length of each stage (default 20 s)")
+    e2e.add_argument("--drain", type=float, default=5.0, help="grace after a stage for late answers (default 5 s)")
+    e2e.add_argument("--train-minutes", type=float, default=10.0, help="training budget if no model is published")
+    e2e.add_argument("--report", type=Path, default=Path("reports/bench-e2e.png"), help="plot path")
+    e2e.set_defaults(handler=run)
+
+
+@dataclass
+class Stage:
+    target: float
+    offered: float
+    sent: int
+    received: int
+    latencies: list[float]
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000 if ordered else float("nan")
+
+    @property
+    def sustained(self) -> bool:
+        return self.received >= self.sent and self.offered >= 0.95 * self.target
+
+
+def run(args, settings: Settings) -> int:
+    from shopguide.datasets import read
+    from shopguide.stack import local_stack
+    from streams.watch import RecommendationWatcher
+
+    clicks = itertools.cycle([(i.user, i.item) for i in read(settings.data_dir / TOYS)])
+    with local_stack(settings, args.train_minutes):
+        watcher = RecommendationWatcher(settings).start()
+        try:
+            stages = [_stage(settings, watcher, clicks, rate, args.seconds, args.drain)
+                      for rate in [args.rate, *args.steps]]
+        finally:
+            watcher.stop()
+    _print(stages)
+    _plot(stages, args.report)
+    return 0
+
+
+def _stage(settings, watcher, clicks, rate: float, seconds: float, drain: float) -> Stage:
+    from streams.events import Event
+    from streams.replay import make_producer, publish
+
+    producer = make_producer(settings.bootstrap_servers)
+    first = len(watcher.records)
+    count = int(rate * seconds)
+    start = time.monotonic()
+    for n, (user, item) in enumerate(itertools.islice(clicks, count)):
+        delay = start + n / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        publish(producer, settings, Event("click", user, user, time.time(), items=(item,)))
+    producer.flush()
+    offered = count / (time.monotonic() - start)
+    producer.close()
+    watcher.wait_for(first + count, drain)
+    stage = Stage(rate, offered, count, len(watcher.records) - first, watcher.latencies[first:first + count])
+    print(f"  {rate:>6,.0f}/s offered {offered:,.0f}/s: {stage.received:,}/{count:,} answered, "
+          f"p99 {stage.percentile(0.99):,.0f} ms")
+    watcher.wait_for(first + count, 60)  # let a backlog clear before the next stage
+    return stage
+
+
+def _print(stages: list[Stage]) -> None:
+    print(f"\n{'target/s':>9} {'offered/s':>10} {'answered':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}  sustained")
+    for s in stages:
+        print(f"{s.target:>9,.0f} {s.offered:>10,.0f} {s.received:>5,}/{s.sent:<6,} {s.percentile(0.5):>6,.1f} "
+              f"{s.percentile(0.95):>8,.1f} {s.percentile(0.99):>8,.1f}  {'yes' if s.sustained else 'no'}")
+    best = max((s.target for s in stages if s.sustained), default=None)
+    print(f"highest sustained rate: {f'{best:,.0f} events/s' if best else 'none of the stages'}")
+
+
+def _plot(stages: list[Stage], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for q, label in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+        ax.plot([s.target for s in stages], [s.percentile(q) for s in stages], marker="o", label=label)
+    ax.set_xlabel("offered load (events/s)")
+    ax.set_ylabel("event-to-recommendation latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title("shopguide end to end on the local stack")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    print(f"plot: {path}")
