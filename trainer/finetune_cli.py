@@ -52,7 +52,7 @@ def register(commands, bench):
     online.add_argument("--train-fraction", type=float, default=0.7, help="share of time to train on (default 0.7)")
     online.add_argument("--every", type=int, default=1000, help="fine-tune after this many events (default 1000)")
     online.add_argument("--train-minutes", type=float, default=5.0, help="initial training time (default 5)")
-    online.add_argument("--finetune-seconds", type=float, default=20.0, help="training time per fine-tune (default 20)")
+    online.add_argument("--finetune-seconds", type=float, default=60.0, help="training time per fine-tune (default 60)")
     _add_config_flags(online)
     online.add_argument("--batch", type=int, default=64, help="recommendations per inference call, as the "
                                                               "worker's micro-batches (default 64)")
