@@ -19,7 +19,7 @@ ICLRec/S3-Rec protocol). Writes report.md and report.png."""
 
 
 def register(commands, bench):
-    from trainer.train import TrainConfig
+    from trainer.config import TrainConfig
 
     train = commands.add_parser(
         "train", help="train the next-item model on a data set",

@@ -1,0 +1,33 @@
+"""Training settings: one set of defaults for every data set. Kept free of torch so the command
+line can list them without importing it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def _option(default, doc: str):
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class TrainConfig:
+    max_len: int = _option(50, "newest items of a history the model reads")
+    hidden: int = _option(64, "embedding and hidden size")
+    layers: int = _option(2, "Transformer layers")
+    heads: int = _option(2, "attention heads per layer")
+    dropout: float = _option(0.5, "dropout on embeddings, attention and feed-forward")
+    lr: float = _option(2e-3, "AdamW learning rate")
+    weight_decay: float = _option(0.0, "AdamW weight decay")
+    batch_size: int = _option(256, "training sequences per step")
+    prefixes: bool = _option(True, "train on every prefix with the loss on its last item "
+                                   "(else on whole histories with the loss at every position)")
+    max_epochs: int = _option(200, "upper bound on passes over the training data")
+    patience: int = _option(5, "epochs without a better validation NDCG@20 before stopping")
+    max_minutes: float = _option(30.0, "wall-time budget; the best weights so far are kept")
+    seed: int = _option(0, "random seed (initialisation, shuffling)")
+
+    def model_args(self, num_ids: int):
+        from trainer.model import ModelArgs
+
+        return ModelArgs(num_ids=num_ids, max_len=self.max_len, hidden=self.hidden, layers=self.layers,
+                         heads=self.heads, dropout=self.dropout)
