@@ -72,7 +72,7 @@ def test_train_command_writes_a_self_describing_checkpoint(tmp_path, toys_slice)
     small = tmp_path / "small.txt"
     small.write_text("".join(toys_slice.read_text().splitlines(keepends=True)[:300]))
     assert main(["train", "--data", str(small), "--out", str(tmp_path / "run"), "--max-epochs", "2",
-                 "--hidden", "16", "--threads", "2"]) == 0
+                 "--hidden", "16", "--threads", "1"]) == 0
     checkpoint = Checkpoint.load(tmp_path / "run" / "checkpoint.pt")
     assert len(checkpoint.history) == 2 and checkpoint.model.args.hidden == 16
     assert set(checkpoint.metrics) == {"valid", "test"}
