@@ -4,8 +4,8 @@ import torch
 
 from streams.events import Event
 from trainer.checkpoint import Checkpoint
-from trainer.finetune import (Every, FinetuneConfig, Histories, build_split, decide, evaluate_live, fine_tune,
-                              grow_index, parse_every, user_sequences)
+from trainer.finetune import Histories, build_split, decide, evaluate_live, fine_tune, grow_index, user_sequences
+from trainer.finetune_config import Every, FinetuneConfig, parse_every
 from trainer.item_index import ItemIndex
 from trainer.model import ModelArgs, NextItemModel
 

@@ -13,7 +13,7 @@ from shopguide.metrics import FinetuneMetrics
 from streams.events import Event, encode, topic_for
 from tests.test_triton_rollout import Stream
 from trainer.eventlog import EventLog
-from trainer.finetune import FinetuneConfig
+from trainer.finetune_config import FinetuneConfig
 from trainer.job import CHECKPOINT, FinetuneJob, JobOptions
 from trainer.runs import RunLog
 

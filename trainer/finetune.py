@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -22,22 +21,10 @@ import torch
 from trainer import data
 from trainer.checkpoint import Checkpoint
 from trainer.evaluate import evaluate_model, evaluate_scorer
+from trainer.finetune_config import FinetuneConfig
 from trainer.item_index import ItemIndex
 from trainer.model import NEG_INF
 from trainer.train import MONITOR, TrainConfig, train
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    lr: float = 5e-4
-    max_epochs: int = 20
-    patience: int = 3  # epochs without a better validation NDCG@20 before stopping
-    max_minutes: float = 5.0  # training stops here; reading, evaluation and export come on top
-    batch_size: int = 256
-    min_gain: float = 0.0  # publish when candidate NDCG@20 >= live NDCG@20 + min_gain
-    min_users: int = 20  # held-out users needed for a decision; fewer: skip and wait for more events
-    rehearsal: float = 1.0  # old users' histories trained on beside the new ones, per new user
-    seed: int = 0
 
 
 @dataclass
@@ -49,28 +36,6 @@ class Result:
     users: int  # users with new events
     held_out: int  # users whose last new event was held out
     new_items: int
-
-
-@dataclass(frozen=True)
-class Every:
-    """`--every`: run after `events` new events, or every `seconds`; both None: once."""
-    events: int | None = None
-    seconds: float | None = None
-
-
-UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_every(text: str | None) -> Every:
-    """'500' -> every 500 events; '30s', '10m', '2h' -> every so many seconds; None -> once."""
-    if text is None:
-        return Every()
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if not match or float(match.group(1)) <= 0 or (not match.group(2) and "." in match.group(1)):
-        raise ValueError(f"--every {text!r}: expected a number of events (500) or a duration (30s, 10m, 2h)")
-    if match.group(2):
-        return Every(seconds=float(match.group(1)) * UNITS[match.group(2)])
-    return Every(events=int(match.group(1)))
 
 
 def user_sequences(events: Iterable) -> dict[str, list[str]]:

@@ -63,7 +63,7 @@ def register(commands, bench):
 
 
 def _add_config_flags(parser) -> None:
-    from trainer.finetune import FinetuneConfig
+    from trainer.finetune_config import FinetuneConfig
 
     defaults = FinetuneConfig()
     parser.add_argument("--lr", type=float, default=defaults.lr, help=f"learning rate (default {defaults.lr})")
@@ -81,7 +81,7 @@ def _add_config_flags(parser) -> None:
 
 
 def _finetune(args: argparse.Namespace, settings) -> int:
-    from trainer.finetune import parse_every
+    from trainer.finetune_config import parse_every
     from trainer.job import FinetuneJob, JobOptions
 
     try:
@@ -105,7 +105,7 @@ def _finetune(args: argparse.Namespace, settings) -> int:
 
 
 def _config(args, minutes: float):
-    from trainer.finetune import FinetuneConfig
+    from trainer.finetune_config import FinetuneConfig
 
     return FinetuneConfig(lr=args.lr, max_epochs=args.max_epochs, patience=args.patience, max_minutes=minutes,
                           min_gain=args.min_gain, min_users=args.min_users, rehearsal=args.rehearsal)

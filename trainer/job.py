@@ -17,7 +17,8 @@ from pathlib import Path
 
 from shopguide.config import Settings
 from shopguide.errors import UserError
-from trainer.finetune import Every, FinetuneConfig, Histories, fine_tune, user_sequences
+from trainer.finetune import Histories, fine_tune, user_sequences
+from trainer.finetune_config import Every, FinetuneConfig
 from trainer.runs import RunLog, RunRecord, describe, observe
 
 CHECKPOINT = "checkpoint.pt"

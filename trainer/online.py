@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from shopguide import datasets
-from trainer.finetune import FinetuneConfig, Histories, fine_tune, user_sequences
+from trainer.finetune import Histories, fine_tune, user_sequences
+from trainer.finetune_config import FinetuneConfig
 
 KS = (10, 20)
 TOP = max(KS)
