@@ -1,5 +1,7 @@
 """Event in, recommendation out, on the real broker, worker and Triton: one recommendation per
 accepted event, nothing just bought, and popularity standing in while Triton is down."""
+import time
+
 import msgpack
 import pytest
 
@@ -43,17 +45,23 @@ def test_every_event_gets_one_recommendation_across_a_triton_outage(
     worker = start_worker(settings)
     wait_for(lambda: worker.assigned() == all_partitions(settings), what="worker assigned")
 
-    sent, phases = 0, {}
-    for number, phase in enumerate(("before", "outage", "after")):
+    sent, round_, phases = 0, 0, {}
+    for phase in ("before", "outage", "after"):
         if phase == "outage":
             LocalTriton(triton.settings).stop()
         if phase == "after":
             LocalTriton(triton.settings).start()
         first = sent
-        for round_ in range(3 * number, 3 * number + 3):
+        # Keep the traffic going (a second apart, up to a minute after Triton is back) until the
+        # phase has shown what it should: the worker retries Triton on its own schedule.
+        for attempt in range(60 if phase == "after" else 3):
             sent += send_round(producer, settings, items, round_)
-        recommendations.until(lambda r: len(r) >= sent, what=f"{sent} recommendations ({phase})")
-        phases[phase] = [r["source"] for r in decoded(recommendations.records[first:sent])]
+            round_ += 1
+            recommendations.until(lambda r: len(r) >= sent, what=f"{sent} recommendations ({phase})")
+            phases[phase] = [r["source"] for r in decoded(recommendations.records[first:sent])]
+            if phase == "after" and phases[phase][-1] == "model":
+                break
+            time.sleep(1.0 if phase == "after" else 0)
 
     records = decoded(recommendations.records)
     assert len(records) == sent == worker.value("shopguide_events_consumed_total", type="click") + \
@@ -63,7 +71,9 @@ def test_every_event_gets_one_recommendation_across_a_triton_outage(
     assert set(phases["outage"]) == {"fallback"}
     assert phases["after"][-1] == "model", "model answers did not resume after Triton came back"
     for record in records:
-        assert len(record["items"]) == settings.recommend_k
+        # popularity knows only the few items this test has shown it, the model the whole catalogue
+        full = settings.recommend_k if record["source"] == "model" else 1
+        assert full <= len(record["items"]) <= settings.recommend_k
         assert len(set(record["items"])) == len(record["items"])
         assert (record["model_version"] is None) == (record["source"] == "fallback")
     bought = set()
