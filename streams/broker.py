@@ -128,7 +128,7 @@ class LocalBroker:
         libs = fetch(self.cache, quiet=quiet)
         config = self._write_config()
         if not (self.root / "data" / "meta.properties").exists():
-            self._java(libs, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config),
+            self._java(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}", "-c", str(config),
                        check=True)
         process = self._java(libs, "kafka.Kafka", str(config))
         self.pid_file.write_text(f"{process.pid} {self.port}\n")
