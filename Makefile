@@ -3,7 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-# Validators of deploy/ (tests/test_deploy.py), each installed only if missing.
+# System pieces: the Triton stub's libpython and the validators of deploy/ (tests/test_deploy.py),
+# each installed only if missing.
 TOOLS := $(or $(SHOPGUIDE_CACHE),$(HOME)/.cache/shopguide)/bin
 KUBECONFORM_VERSION := v0.7.0
 KUSTOMIZE_VERSION := v5.5.0
@@ -13,6 +14,7 @@ setup: $(VENV)/.installed tools
 	$(VENV)/bin/shopguide broker fetch
 
 tools:
+	@ldconfig -p | grep -q libpython3.11.so.1.0 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpython3.11; }  # Triton's Python-backend stub links it
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
 	@test -x $(TOOLS)/kubeconform || GOBIN=$(TOOLS) go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
 	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; }
