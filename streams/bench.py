@@ -65,7 +65,8 @@ def create_passthrough_app(settings: Settings) -> faust.App:
 
 
 def run_stream_bench(settings: Settings, count: int, bootstrap_given: bool, profile_dir: Path | None) -> dict:
-    from streams.broker import LocalBroker, free_port
+    from shopguide.process import free_port
+    from streams.broker import LocalBroker
 
     with tempfile.TemporaryDirectory(prefix="shopguide-bench-") as home:
         broker = None
@@ -82,7 +83,7 @@ def run_stream_bench(settings: Settings, count: int, bootstrap_given: bool, prof
 
 
 def _measure(settings: Settings, count: int, home: Path, profile_dir: Path | None) -> dict:
-    from streams.broker import free_port
+    from shopguide.process import free_port
     from streams.replay import produce
     from streams.topics import changelog_topic, ensure_topics
 

@@ -7,11 +7,8 @@ every topic and message.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -19,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shopguide.errors import UserError
+from shopguide.process import port_open, read_pid, terminate
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
 POM = DEPLOY / "pom.xml"
@@ -103,14 +101,7 @@ class LocalBroker:
 
     def pid(self) -> int | None:
         """The running broker's pid, or None (a stale pid file is removed)."""
-        try:
-            pid = int(self.pid_file.read_text().split()[0])
-        except (FileNotFoundError, ValueError, IndexError):
-            return None
-        if _alive(pid):
-            return pid
-        self.pid_file.unlink(missing_ok=True)
-        return None
+        return read_pid(self.pid_file)
 
     def running_port(self) -> int | None:
         try:
@@ -139,12 +130,7 @@ class LocalBroker:
         pid = self.pid()
         if pid is None:
             return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        terminate(pid, timeout_s)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -189,27 +175,6 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of this process still answers kill(0): reap it if so.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _metadata_ready(bootstrap_servers: str) -> bool:
     """The port opens before the broker has registered with its controller; ask for metadata."""
     from kafka import KafkaAdminClient
@@ -227,9 +192,3 @@ def _metadata_ready(bootstrap_servers: str) -> bool:
         return False
     finally:
         admin.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -3,7 +3,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from shopguide.errors import UserError
-from streams.broker import LocalBroker, free_port
+from shopguide.process import free_port
+from streams.broker import LocalBroker
 
 pytestmark = pytest.mark.kafka
 

@@ -1,7 +1,7 @@
 """When a second worker joins, partitions and the sessions in them move to it."""
 import pytest
 
-from streams.broker import free_port
+from shopguide.process import free_port
 from streams.events import Event
 from streams.replay import publish
 from tests.fixtures.worker import all_partitions, changelog, latest_sessions, wait_for
