@@ -30,7 +30,8 @@ def test_restart_keeps_messages(kafka_broker, unique_name):
     assert kafka_broker.pid() is None
     kafka_broker.start(quiet=True)
 
-    assert _read_all(kafka_broker.bootstrap_servers, topic) == [b"m0", b"m1", b"m2"]
+    # unkeyed messages spread over partitions: their order across partitions is not kept
+    assert sorted(_read_all(kafka_broker.bootstrap_servers, topic)) == [b"m0", b"m1", b"m2"]
 
 
 def test_second_start_from_same_home_is_refused(kafka_broker):

@@ -58,17 +58,17 @@ def test_publish_a_failed_version_and_rollback_while_requests_flow(triton, tmp_p
             stream.running = False
             await asyncio.gather(*callers)
             await stream.client.close()
-        assert serving == published == before + 1
+        assert serving == published > before  # numbers are never reused: others may have published
         assert "failed to load" in failed
         assert serving_after == restored == before
         assert min(flowed_publish, flowed_failure, flowed_rollback) > 0
-        return stream
+        return stream, published
 
-    stream = asyncio.run(scenario())
+    stream, published = asyncio.run(scenario())
     assert stream.failures == []
-    assert set(stream.versions) == {before, before + 1}
+    assert set(stream.versions) == {before, published}
     assert stream.versions[0] == stream.versions[-1] == before
-    assert triton.repository.retired()[-2:] == [before + 1, before + 2]
+    assert triton.repository.retired()[-2:] == [published, published + 1]
     assert server_state(triton.url).serving == [before]
 
 
