@@ -3,8 +3,9 @@ highest rate the local stack sustains.
 
 Each stage offers clicks from the Toys sequences (users interleaved, items the model knows) at a
 fixed rate for a fixed time; latency is the recommendation's arrival at a storefront consumer
-minus its event's Kafka timestamp. A stage is sustained when the producer kept the rate and every
-recommendation arrived within the drain time after the last event.
+minus its event's Kafka timestamp. A stage is sustained when the producer kept the rate, every
+recommendation arrived within the drain time after the last event, and p99 latency stayed under
+--max-p99 (a backlog that only drains after the load stops is not keeping up).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def register(bench) -> None:
                      help="rates tried for the highest sustained rate (default 1500 2000 2500 3000 4000)")
     e2e.add_argument("--seconds", type=float, default=20.0, help="length of each stage (default 20 s)")
     e2e.add_argument("--drain", type=float, default=5.0, help="grace after a stage for late answers (default 5 s)")
+    e2e.add_argument("--max-p99", type=float, default=1.0, help="p99 latency (s) a sustained stage stays under (default 1)")
     e2e.add_argument("--train-minutes", type=float, default=10.0, help="training budget if no model is published")
     e2e.add_argument("--report", type=Path, default=Path("reports/bench-e2e.png"), help="plot path")
     e2e.set_defaults(handler=run)
@@ -37,6 +39,7 @@ class Stage:
     sent: int
     received: int
     latencies: list[float]
+    max_p99_s: float
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -44,7 +47,8 @@ class Stage:
 
     @property
     def sustained(self) -> bool:
-        return self.received >= self.sent and self.offered >= 0.95 * self.target
+        return (self.received >= self.sent and self.offered >= 0.95 * self.target
+                and self.percentile(0.99) <= self.max_p99_s * 1000)
 
 
 def run(args, settings: Settings) -> int:
@@ -56,7 +60,7 @@ def run(args, settings: Settings) -> int:
     with local_stack(settings, args.train_minutes):
         watcher = RecommendationWatcher(settings).start()
         try:
-            stages = [_stage(settings, watcher, clicks, rate, args.seconds, args.drain)
+            stages = [_stage(settings, watcher, clicks, rate, args.seconds, args.drain, args.max_p99)
                       for rate in [args.rate, *args.steps]]
         finally:
             watcher.stop()
@@ -65,7 +69,7 @@ def run(args, settings: Settings) -> int:
     return 0
 
 
-def _stage(settings, watcher, clicks, rate: float, seconds: float, drain: float) -> Stage:
+def _stage(settings, watcher, clicks, rate: float, seconds: float, drain: float, max_p99_s: float) -> Stage:
     from streams.events import Event
     from streams.replay import make_producer, publish
 
@@ -82,7 +86,7 @@ def _stage(settings, watcher, clicks, rate: float, seconds: float, drain: float)
     offered = count / (time.monotonic() - start)
     producer.close()
     watcher.wait_for(first + count, drain)
-    stage = Stage(rate, offered, count, len(watcher.records) - first, watcher.latencies[first:first + count])
+    stage = Stage(rate, offered, count, len(watcher.records) - first, watcher.latencies[first:first + count], max_p99_s)
     print(f"  {rate:>6,.0f}/s offered {offered:,.0f}/s: {stage.received:,}/{count:,} answered, "
           f"p99 {stage.percentile(0.99):,.0f} ms")
     watcher.wait_for(first + count, 60)  # let a backlog clear before the next stage

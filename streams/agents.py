@@ -14,8 +14,6 @@ from shopguide.metrics import WorkerMetrics
 from streams.events import Event, Id, RejectedEvent, decode, user_key
 from streams.sessions import Session, apply
 
-TAKE_MAX = 1000        # events per agent batch
-TAKE_WITHIN_S = 0.05   # longest wait to fill a batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +44,7 @@ class NullSink:
 class SessionAgent:
     def __init__(self, settings, table, deadletter, metrics: WorkerMetrics, sink: Callable[[], SessionSink]):
         self.length = settings.session_length
+        self.take = (settings.batch_max, settings.batch_wait_s)
         self.topics = frozenset(settings.event_topics)
         self.table = table
         self.deadletter = deadletter
@@ -54,7 +53,7 @@ class SessionAgent:
         self.done: dict = {}  # TP -> last processed offset, for the lag gauge
 
     async def run(self, stream) -> None:
-        async for batch in stream.take_events(TAKE_MAX, TAKE_WITHIN_S):
+        async for batch in stream.take_events(*self.take):
             await self.process(batch)
 
     async def process(self, batch) -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 import faust
 
 from shopguide.config import Settings
-from streams.agents import TAKE_MAX, TAKE_WITHIN_S
 from streams.events import Event
 
 USERS = 20_000
@@ -57,7 +56,7 @@ def create_passthrough_app(settings: Settings) -> faust.App:
 
     @app.agent(source, name="passthrough")
     async def passthrough(stream):
-        async for batch in stream.take_events(TAKE_MAX, TAKE_WITHIN_S):
+        async for batch in stream.take_events(settings.batch_max, settings.batch_wait_s):
             for event in batch:
                 sink.send_soon(key=event.message.key, value=event.message.value)
 
