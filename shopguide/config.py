@@ -35,7 +35,7 @@ class Settings:
     triton_timeout_s: float = _setting(0.2, "SHOPGUIDE_TRITON_TIMEOUT", "timeout of one Triton call (s)")
     recommend_k: int = _setting(10, "SHOPGUIDE_RECOMMEND_K", "items per recommendation")
     batch_max: int = _setting(1000, "SHOPGUIDE_BATCH_MAX", "events per agent batch (one Triton call each)")
-    batch_wait_s: float = _setting(0.05, "SHOPGUIDE_BATCH_WAIT", "longest wait to fill an agent batch (s)")
+    batch_wait_s: float = _setting(0.01, "SHOPGUIDE_BATCH_WAIT", "longest wait to fill an agent batch (s)")
     session_timeout_s: float = _setting(30.0, "SHOPGUIDE_SESSION_TIMEOUT", "Kafka consumer session timeout (s)")
     heartbeat_s: float = _setting(3.0, "SHOPGUIDE_HEARTBEAT", "Kafka consumer heartbeat interval (s)")
     rebalance_timeout_s: float = _setting(60.0, "SHOPGUIDE_REBALANCE_TIMEOUT", "Kafka rebalance timeout (s)")
