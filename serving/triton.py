@@ -19,7 +19,7 @@ from pathlib import Path
 from serving.repository import ModelRepository
 from shopguide.config import Settings
 from shopguide.errors import UserError
-from shopguide.process import port_open, read_pid, terminate
+from shopguide.process import port_open, read_pid, stop_recorded
 
 STUB = "triton_python_backend_stub"
 
@@ -126,12 +126,7 @@ class LocalTriton:
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Graceful shutdown (in-flight requests finish); False if none ran."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        terminate(pid, timeout_s)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return stop_recorded(self.pid_file, timeout_s)
 
     def _wait_ready(self, process: subprocess.Popen, timeout_s: float) -> None:
         from serving.client import server_state

@@ -45,6 +45,16 @@ def terminate(pid: int, timeout_s: float) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def stop_recorded(pid_file: Path, timeout_s: float) -> bool:
+    """Stop the service whose pid `pid_file` records (see `terminate`); False if none ran."""
+    pid = read_pid(pid_file)
+    if pid is None:
+        return False
+    terminate(pid, timeout_s)
+    Path(pid_file).unlink(missing_ok=True)
+    return True
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shopguide.errors import UserError
-from shopguide.process import port_open, read_pid, terminate
+from shopguide.process import port_open, read_pid, stop_recorded
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
 POM = DEPLOY / "pom.xml"
@@ -127,12 +127,7 @@ class LocalBroker:
 
     def stop(self, timeout_s: float = 60.0) -> bool:
         """Graceful shutdown (SIGTERM lets Kafka flush and close its logs); False if none ran."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        terminate(pid, timeout_s)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return stop_recorded(self.pid_file, timeout_s)
 
     def _write_config(self) -> Path:
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
