@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from shopguide.cli import add_home_flag
+from shopguide.cli import add_home_flag, path_arg
 from shopguide.errors import UserError
 
 
@@ -21,9 +21,7 @@ def add_triton_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_repository_flag(parser: argparse.ArgumentParser) -> None:
-    from shopguide.cli import _path
-
-    parser.add_argument("--model-repository", dest="model_repository", type=_path, metavar="DIR",
+    parser.add_argument("--model-repository", dest="model_repository", type=path_arg, metavar="DIR",
                         help="Triton model repository (env SHOPGUIDE_MODEL_REPOSITORY, default ./model_repository)")
 
 
@@ -86,9 +84,7 @@ def _register_bench(bench) -> None:
 
 
 def _existing_dir(text: str):
-    from shopguide.cli import _path
-
-    path = _path(text)
+    path = path_arg(text)
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is not a directory")
     return path

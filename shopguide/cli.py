@@ -27,13 +27,23 @@ def add_kafka_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_home_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--home", dest="home", type=_path,
+    parser.add_argument("--home", dest="home", type=path_arg,
                         help="run-time state directory (env SHOPGUIDE_HOME, default ./var)")
 
 
-def _path(text: str):
+def path_arg(text: str):
+    """argparse type: a path, `~` expanded."""
     from pathlib import Path
+
     return Path(text).expanduser()
+
+
+def existing_path(text: str):
+    """argparse type: a path that must exist."""
+    path = path_arg(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{path}: no such file")
+    return path
 
 
 def build_parser() -> Parser:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from shopguide.cli import add_home_flag, add_kafka_flags
+from shopguide.cli import add_home_flag, add_kafka_flags, existing_path, path_arg
 
 
 def register(commands, bench):
@@ -21,17 +21,11 @@ def _register_bench(bench) -> None:
                     "of each and their ratio. Starts its own broker on free ports unless "
                     "--bootstrap-servers is given.")
     stream.add_argument("--events", type=int, default=200_000, help="events to push through (default 200000)")
-    stream.add_argument("--profile", type=_path_arg, metavar="DIR",
+    stream.add_argument("--profile", type=path_arg, metavar="DIR",
                         help="run both under cProfile, write DIR/{passthrough,sessions}.prof, print the top")
     stream.add_argument("--bootstrap-servers", dest="bench_bootstrap", metavar="HOST:PORT",
                         help="use this broker instead of starting one")
     stream.set_defaults(handler=_bench_stream)
-
-
-def _path_arg(text: str):
-    from pathlib import Path
-
-    return Path(text).expanduser()
 
 
 def _bench_stream(args, settings) -> int:
@@ -56,7 +50,7 @@ def _register_replay(commands) -> None:
         description="Send a data set's interactions, in time order, as schema-v1 events keyed by user: "
                     "Diginetica views (train-item-views.csv) as clicks with their real times, Amazon "
                     "sequences as purchases interleaved across users, or a CSV user,item,timestamp[,type].")
-    replay.add_argument("--data", required=True, type=_existing_path, help="the data file")
+    replay.add_argument("--data", required=True, type=existing_path, help="the data file")
     pace = replay.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
     pace.add_argument("--speedup", type=float,
@@ -64,15 +58,6 @@ def _register_replay(commands) -> None:
     replay.add_argument("--limit", type=int, help="send only the first N interactions")
     add_kafka_flags(replay)
     replay.set_defaults(handler=_replay)
-
-
-def _existing_path(text: str):
-    from pathlib import Path
-
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{path}: no such file")
-    return path
 
 
 def _replay(args, settings) -> int:
