@@ -44,7 +44,7 @@ class TopK(nn.Module):
         return top_ids, top_scores
 
 
-def export(checkpoint: Path | str | Checkpoint, out_dir: Path | str, top_k: int = 50) -> Path:
+def export(checkpoint: Path | str | Checkpoint, out_dir: Path | str, top_k: int = 20) -> Path:
     """Write the serving files for `checkpoint` into out_dir; returns out_dir."""
     source = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
     out = Path(out_dir)

@@ -32,6 +32,19 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
         admin.close()
 
 
+def delete_topics(settings: Settings, prefix: str) -> None:
+    """Delete every topic whose name starts with `prefix` (a benchmark's own pipeline)."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, bootstrap_timeout_ms=10000)
+    try:
+        names = [name for name in admin.list_topics() if name.startswith(prefix)]
+        if names:
+            admin.delete_topics(names)
+    finally:
+        admin.close()
+
+
 def changelog_topic(settings: Settings) -> str:
     """Faust's name for the user_sessions table's changelog."""
     return f"{settings.worker_id}-user_sessions-changelog"

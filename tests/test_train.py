@@ -90,3 +90,17 @@ def test_eval_command_writes_report_with_baseline_and_plot(tmp_path, tiny_checkp
 def test_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(tmp_path / "none.pt")]) == 1
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_training_that_only_hurts_hands_back_the_starting_weights(tiny_checkpoint, toys_slice):
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    checkpoint = Checkpoint.load(tiny_checkpoint)
+    _, sequences = data.load(toys_slice, checkpoint.index)
+    split = data.leave_one_out(sequences)
+    before = {name: tensor.clone() for name, tensor in checkpoint.model.state_dict().items()}
+    # A learning rate this large wrecks the model in one epoch: no epoch beats the start.
+    train(checkpoint, split, TrainConfig(lr=50.0, max_epochs=2, patience=2), progress=False)
+    for name, tensor in checkpoint.model.state_dict().items():
+        torch.testing.assert_close(tensor, before[name])

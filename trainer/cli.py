@@ -52,7 +52,9 @@ def register(commands, bench):
                     "and top_scores float32 [batch, top_k].")
     export.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint.pt from `shopguide train`")
     export.add_argument("--out", type=Path, required=True, help="directory for the serving files")
-    export.add_argument("--top-k", type=int, default=50, help="items returned per sequence (default 50)")
+    export.add_argument("--top-k", type=int, default=20,
+                        help="items returned per sequence: enough for the storefront's k after purchases are "
+                             "removed; each one costs serialisation on every answer (default 20)")
     export.set_defaults(handler=_export)
 
     model = bench.add_parser(

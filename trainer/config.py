@@ -22,7 +22,9 @@ class TrainConfig:
     prefixes: bool = _option(True, "train on every prefix with the loss on its last item "
                                    "(else on whole histories with the loss at every position)")
     max_epochs: int = _option(200, "upper bound on passes over the training data")
-    patience: int = _option(5, "epochs without a better validation NDCG@20 before stopping")
+    lr_decay: float = _option(0.5, "factor applied to the learning rate when validation NDCG@20 stalls")
+    lr_patience: int = _option(1, "epochs without improvement tolerated before the learning rate decays")
+    patience: int = _option(6, "epochs without a better validation NDCG@20 before stopping")
     max_minutes: float = _option(30.0, "wall-time budget; the best weights so far are kept")
     seed: int = _option(0, "random seed (initialisation, shuffling)")
 

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    lr: float = 5e-4
-    max_epochs: int = 20
-    patience: int = 3  # epochs without a better validation NDCG@20 before stopping
+    # New items start from random vectors and the new events make only a few batches per epoch:
+    # a higher rate than a first training and many short epochs let them catch up; the learning
+    # rate decays on plateaus and the gate rejects a candidate that got worse.
+    lr: float = 5e-3
+    max_epochs: int = 100
+    patience: int = 6  # epochs without a better validation NDCG@20 before stopping
     max_minutes: float = 5.0  # training stops here; reading, evaluation and export come on top
     batch_size: int = 256
     min_gain: float = 0.0  # publish when candidate NDCG@20 >= live NDCG@20 + min_gain

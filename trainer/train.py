@@ -50,17 +50,24 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     cut = data.training_prefixes if config.prefixes else data.training_windows
     windows = cut(split.train, config.max_len)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=config.lr_decay,
+                                                         patience=config.lr_patience)
     deadline = time.monotonic() + 60.0 * config.max_minutes
-    best, best_state, stale = float("-inf"), copy.deepcopy(model.state_dict()), 0
+    # Scored before the first step, so a fine-tune that only makes things worse hands back the
+    # weights it started from (a fresh model's baseline is near zero and is beaten at once).
+    best = evaluate_model(model, split.valid_inputs, split.valid_targets)[MONITOR]
+    best_state, stale = copy.deepcopy(model.state_dict()), 0
     bar = tqdm(range(config.max_epochs), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         started, cpu = time.monotonic(), time.process_time()
         loss = _epoch(model, optimiser, data.training_batches(windows, config.batch_size, rng, config.prefixes), deadline)
         valid = evaluate_model(model, split.valid_inputs, split.valid_targets)
-        checkpoint.history.append({"epoch": epoch + 1, "loss": loss, "seconds": time.monotonic() - started,
+        checkpoint.history.append({"epoch": epoch + 1, "loss": loss, "lr": optimiser.param_groups[0]["lr"],
+                                   "seconds": time.monotonic() - started,
                                    "cpu_seconds": time.process_time() - cpu,
                                    **{f"valid_{k}": v for k, v in valid.items()}})
         bar.set_postfix(loss=f"{loss:.3f}", ndcg20=f"{valid[MONITOR]:.4f}", best=f"{max(best, valid[MONITOR]):.4f}")
+        plateau.step(valid[MONITOR])
         if valid[MONITOR] > best:
             best, best_state, stale = valid[MONITOR], copy.deepcopy(model.state_dict()), 0
             checkpoint.metrics["valid"] = valid

@@ -33,7 +33,8 @@ class TritonPythonModel:
 
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        self.session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=providers)
+        self.session = ort.InferenceSession(str(version_dir / "model.onnx"), _session_options(config),
+                                            providers=providers)
         self.session_input = self.session.get_inputs()[0].name
         self._warm_up()
         pb_utils.Logger.log_info(
@@ -85,6 +86,18 @@ class TritonPythonModel:
                 pb_utils.Tensor(self.scores_name, scores[start:end]),
             ])
             start = end
+
+
+def _session_options(config):
+    """Threads from the config's `intra_op_threads` parameter (0: one per core). Spinning is off:
+    between batches ORT's idle threads would otherwise busy-wait on cores that Kafka and the
+    stream workers beside Triton need."""
+    parameters = config.get("parameters", {})
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(parameters.get("intra_op_threads", {}).get("string_value", "0"))
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def _left_pad(rows):
