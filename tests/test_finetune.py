@@ -35,13 +35,14 @@ def test_grown_embedding_table_keeps_old_rows():
     assert model.item_embedding.weight.shape == (6, 8)
 
 
-def test_split_holds_out_each_users_last_new_event_with_history_as_context():
+def test_split_holds_out_the_newest_users_whole_with_history_as_context():
     index = ItemIndex(["a", "b", "c", "d"])
     histories = Histories({"u": ["a", "b"]})
-    split = build_split(index, histories, {"u": ["c", "d"], "v": ["a"]}, max_len=50)
-    assert split.test_inputs == [[1, 2, 3]] and split.test_targets == [4]
-    assert split.valid_targets == [3]
-    assert [1] in split.train  # a user with one event only trains
+    split = build_split(index, histories, {"u": ["c", "d"], "v": ["a", "b"], "w": ["a", "d"]}, max_len=50,
+                        holdout=1 / 3)
+    assert split.test_inputs == [[1]] and split.test_targets == [4]  # w, the newest user, is never trained on
+    assert split.valid_inputs == [[1, 2, 3]] and split.valid_targets == [4]
+    assert split.train == [[1, 2, 3], [1, 2]]  # u without its last item; v, too short to validate, whole
 
 
 def test_histories_keep_newest_items_and_drop_oldest_users():
@@ -86,7 +87,7 @@ def test_fine_tune_learns_new_items_and_passes_the_gate():
     new = {f"u{n}": ["a", f"n{n % 3}", f"m{n % 3}", f"n{n % 3}", f"m{n % 3}"] for n in range(60)}  # fixed pairs
     result = fine_tune(live, Histories(), new, FinetuneConfig(lr=1e-2, max_epochs=30, patience=30, min_users=10),
                        progress=False)
-    assert result.outcome == "published" and result.new_items == 6 and result.held_out == 60
+    assert result.outcome == "published" and result.new_items == 6 and result.held_out == 12
     assert result.live_metrics["HR@5"] == 0.0 and result.candidate_metrics["HR@5"] == 1.0
     assert result.candidate.model.num_ids == 10 and live.model.num_ids == 4
 
@@ -100,6 +101,6 @@ def test_fine_tune_skips_when_too_few_users_can_be_judged():
 def test_rehearsal_trains_on_other_users_histories_but_never_evaluates_them():
     index = ItemIndex(["a", "b", "c", "d"])
     histories = Histories({"old1": ["a", "b"], "old2": ["c", "d"], "u": ["a"]})
-    split = build_split(index, histories, {"u": ["b", "c"]}, max_len=50, rehearsal=2.0)
+    split = build_split(index, histories, {"u": ["b", "c"]}, max_len=50, rehearsal=2.0, holdout=1.0)
     assert split.test_targets == [3] and split.test_inputs == [[1, 2]]
     assert [1, 2] in split.train and [3, 4] in split.train

@@ -18,7 +18,7 @@ from trainer.job import CHECKPOINT, FinetuneJob, JobOptions
 from trainer.runs import RunLog
 
 pytestmark = [pytest.mark.kafka, pytest.mark.triton]
-CONFIG = FinetuneConfig(lr=1e-2, batch_size=16, max_epochs=10, patience=10, max_minutes=1.0, min_users=10)
+CONFIG = FinetuneConfig(lr=1e-2, batch_size=16, max_epochs=10, patience=10, max_minutes=1.0, min_users=10, holdout=0.5)
 
 
 def new_item_events(prefix: str, users: int, start_ts: float) -> list[Event]:
@@ -72,7 +72,7 @@ def test_two_runs_publish_without_failed_requests_and_commit_offsets(job_setting
 
     assert record_1.outcome == "published" and record_1.live_version == before
     assert record_1.events == len(first)  # the garbage was skipped, every accepted event read
-    assert record_1.new_items == 10 and record_1.held_out == 60
+    assert record_1.new_items == 10 and record_1.held_out == 30
     assert record_1.candidate["NDCG@20"] > record_1.live["NDCG@20"] == 0.0
     assert stream.failures == []
     assert before in stream.versions and record_1.version in stream.versions  # swapped under load

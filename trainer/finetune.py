@@ -2,8 +2,8 @@
 
 The step starts from the live model's checkpoint, grows its item index and embedding table for
 items it has never seen (old ids never move), and trains on each user's recent history plus the
-new events. Each user's last new event is held out: candidate and live are both ranked on it
-against ALL items (the candidate's catalogue, so the live model scores the items it does not
+new events, beside many older users' histories (rehearsal, against forgetting). The newest users
+are held out whole: candidate and live both rank each one's last item against ALL items (the candidate's catalogue, so the live model scores the items it does not
 know at the bottom, as it does when serving), and the candidate is published only if its
 NDCG@20 is not worse. The Kafka job (trainer/job.py) and `bench online` both call `fine_tune`.
 """
@@ -77,15 +77,30 @@ def grow_index(index: ItemIndex, new: dict[str, list[str]]) -> ItemIndex:
 
 
 def build_split(index: ItemIndex, histories: Histories, new: dict[str, list[str]], max_len: int,
-                rehearsal: float = 0.0, seed: int = 0) -> data.Split:
-    """Leave-one-out over (history + new items) of the users with new events: the last item, always
-    a new one, is the test target; the one before it the validation target.
+                rehearsal: float = 0.0, seed: int = 0, holdout: float = 0.2) -> data.Split:
+    """Train on the users with new events except the newest `holdout` share of them, who are held
+    out whole: the gate ranks each one's last item from the items before it (history + new), as
+    the served model would meet a shopper it was not trained on. Early stopping watches the
+    trained users' last items.
 
     `rehearsal` * len(new) histories of other users join the training part only: replaying some
     of what the model already learned keeps it from forgetting it while it learns the new events.
     """
-    sequences = [index.to_model(histories.get(user)[-max_len:] + items) for user, items in new.items()]
-    split = data.leave_one_out(sequences)
+    users = list(new)  # in order of each user's first new event
+    held = set(users[len(users) - round(holdout * len(users)):]) if holdout > 0 else set()
+    split = data.Split([], [], [], [], [])
+    for user in users:
+        seq = index.to_model(histories.get(user)[-max_len:] + new[user])
+        if user in held:
+            if len(seq) >= 2:
+                split.test_inputs.append(seq[:-1])
+                split.test_targets.append(seq[-1])
+        elif len(seq) < 3:
+            split.train.append(seq)
+        else:
+            split.train.append(seq[:-1])
+            split.valid_inputs.append(seq[:-1])
+            split.valid_targets.append(seq[-1])
     others = [user for user in histories.items if user not in new]
     count = min(len(others), int(rehearsal * len(new)))
     split.train += [index.to_model(histories.get(user)) for user in random.Random(seed).sample(others, count)]
@@ -117,7 +132,7 @@ def fine_tune(live: Checkpoint, histories: Histories, new: dict[str, list[str]],
     """Fine-tune a copy of `live` on the new items of each user; `live` itself is left untouched."""
     index = grow_index(live.index, new)
     max_len = live.model.args.max_len
-    split = build_split(index, histories, new, max_len, config.rehearsal, config.seed)
+    split = build_split(index, histories, new, max_len, config.rehearsal, config.seed, config.holdout)
     new_items, users, held_out = len(index) - len(live.index), len(new), len(split.test_targets)
     if held_out < max(config.min_users, 1):
         return Result("skipped", None, {}, {}, users, held_out, new_items)

@@ -78,6 +78,9 @@ def _add_config_flags(parser) -> None:
     parser.add_argument("--rehearsal", type=float, default=defaults.rehearsal,
                         help="old users' histories trained on beside the new events, per new user "
                              f"(default {defaults.rehearsal})")
+    parser.add_argument("--holdout", type=float, default=defaults.holdout,
+                        help="share of the newest users held out of training for the gate "
+                             f"(default {defaults.holdout})")
 
 
 def _finetune(args: argparse.Namespace, settings) -> int:
@@ -107,8 +110,11 @@ def _finetune(args: argparse.Namespace, settings) -> int:
 def _config(args, minutes: float):
     from trainer.finetune_config import FinetuneConfig
 
+    if not 0 < args.holdout < 1:
+        raise UserError("--holdout must be in (0, 1)")
     return FinetuneConfig(lr=args.lr, max_epochs=args.max_epochs, patience=args.patience, max_minutes=minutes,
-                          min_gain=args.min_gain, min_users=args.min_users, rehearsal=args.rehearsal)
+                          min_gain=args.min_gain, min_users=args.min_users, rehearsal=args.rehearsal,
+                          holdout=args.holdout)
 
 
 def _metrics(port: int | None):

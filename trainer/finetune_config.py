@@ -8,16 +8,19 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class FinetuneConfig:
     # New items start from random vectors and the new events make only a few batches per epoch:
-    # a higher rate than a first training and many short epochs let them catch up; the learning
-    # rate decays on plateaus and the gate rejects a candidate that got worse.
-    lr: float = 5e-3
+    # many short epochs let them catch up; the rate decays on plateaus, and the gate rejects a
+    # candidate that got worse.
+    lr: float = 2e-3
     max_epochs: int = 100
     patience: int = 6  # epochs without a better validation NDCG@20 before stopping
     max_minutes: float = 5.0  # training stops here; reading, evaluation and export come on top
     batch_size: int = 256
     min_gain: float = 0.0  # publish when candidate NDCG@20 >= live NDCG@20 + min_gain
     min_users: int = 20  # held-out users needed for a decision; fewer: skip and wait for more events
-    rehearsal: float = 1.0  # old users' histories trained on beside the new ones, per new user
+    # Old users' histories trained on beside the new ones, per new user. Without plenty of them
+    # a fine-tune forgets what it knew (bench online: repeat views were no longer recommended).
+    rehearsal: float = 10.0
+    holdout: float = 0.2  # share of the newest users held out of training for the gate
     seed: int = 0
 
 
