@@ -22,6 +22,8 @@ from pathlib import Path
 from shopguide.config import Settings
 from shopguide.stack import TOYS
 
+STOREFRONT_LINGER_MS = 5  # a storefront batches its events this long: part of the measured latency
+
 
 def register(bench) -> None:
     e2e = bench.add_parser("e2e", help="event-to-recommendation latency and highest sustained rate",
@@ -30,6 +32,8 @@ def register(bench) -> None:
     e2e.add_argument("--steps", type=float, nargs="*", default=[1500, 2000, 2500, 3000, 4000],
                      help="rates tried for the highest sustained rate (default 1500 2000 2500 3000 4000)")
     e2e.add_argument("--seconds", type=float, default=20.0, help="length of each stage (default 20 s)")
+    e2e.add_argument("--warmup", type=float, default=5.0,
+                     help="unreported seconds at --rate first: connections, topic metadata, caches (default 5)")
     e2e.add_argument("--drain", type=float, default=5.0, help="grace after a stage for late answers (default 5 s)")
     e2e.add_argument("--max-p99", type=float, default=1.0, help="p99 latency (s) a sustained stage stays under (default 1)")
     e2e.add_argument("--train-minutes", type=float, default=10.0, help="training budget if no model is published")
@@ -45,6 +49,7 @@ class Stage:
     received: int
     latencies: list[float]
     in_worker: list[float]  # event timestamp to the worker's send: the rest is delivery
+    fallbacks: int  # answered from popularity, not the model
     max_p99_s: float
 
     def percentile(self, q: float, of: str = "latencies") -> float:
@@ -60,16 +65,22 @@ class Stage:
 def run(args, settings: Settings) -> int:
     from shopguide.datasets import read
     from shopguide.stack import local_stack
+    from streams.replay import make_producer
     from streams.watch import RecommendationWatcher
 
     clicks = itertools.cycle([(i.user, i.item) for i in read(settings.data_dir / TOYS)])
     settings = _own_pipeline(settings)
     with local_stack(settings, args.train_minutes) as worker:
         watcher = RecommendationWatcher(settings).start()
+        producer = make_producer(settings.bootstrap_servers, linger_ms=STOREFRONT_LINGER_MS)
         try:
-            stages = [_stage(settings, watcher, clicks, rate, args.seconds, args.drain, args.max_p99)
+            if args.warmup > 0:
+                print(f"warming up for {args.warmup:g} s")
+                _stage(settings, producer, watcher, clicks, args.rate, args.warmup, args.drain, args.max_p99)
+            stages = [_stage(settings, producer, watcher, clicks, rate, args.seconds, args.drain, args.max_p99)
                       for rate in [args.rate, *args.steps]]
         finally:
+            producer.close()
             watcher.stop()
             worker.stop()
             _drop_pipeline(settings)
@@ -95,11 +106,10 @@ def _drop_pipeline(settings: Settings) -> None:
     shutil.rmtree(settings.home / "worker" / settings.worker_id, ignore_errors=True)
 
 
-def _stage(settings, watcher, clicks, rate: float, seconds: float, drain: float, max_p99_s: float) -> Stage:
+def _stage(settings, producer, watcher, clicks, rate: float, seconds: float, drain: float, max_p99_s: float) -> Stage:
     from streams.events import Event
-    from streams.replay import make_producer, publish
+    from streams.replay import publish
 
-    producer = make_producer(settings.bootstrap_servers)
     first = len(watcher.records)
     count = int(rate * seconds)
     start = time.monotonic()
@@ -110,11 +120,11 @@ def _stage(settings, watcher, clicks, rate: float, seconds: float, drain: float,
         publish(producer, settings, Event("click", user, user, time.time(), items=(item,)))
     producer.flush()
     offered = count / (time.monotonic() - start)
-    producer.close()
     watcher.wait_for(first + count, drain)
     records = watcher.records[first:first + count]
     stage = Stage(rate, offered, count, len(watcher.records) - first, watcher.latencies[first:first + count],
-                  [r["emit_time"] - r["produced_time"] for r in records], max_p99_s)
+                  [r["emit_time"] - r["produced_time"] for r in records],
+                  sum(r["source"] == "fallback" for r in records), max_p99_s)
     print(f"  {rate:>6,.0f}/s offered {offered:,.0f}/s: {stage.received:,}/{count:,} answered, "
           f"p99 {stage.percentile(0.99):,.0f} ms")
     watcher.wait_for(first + count, 60)  # let a backlog clear before the next stage
@@ -123,11 +133,11 @@ def _stage(settings, watcher, clicks, rate: float, seconds: float, drain: float,
 
 def _print(stages: list[Stage]) -> None:
     print(f"\n{'target/s':>9} {'offered/s':>10} {'answered':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
-          f"  {'in worker p50/p99':>17}  sustained")
+          f"  {'in worker p50/p99':>17} {'fallbacks':>9}  sustained")
     for s in stages:
         print(f"{s.target:>9,.0f} {s.offered:>10,.0f} {s.received:>5,}/{s.sent:<6,} {s.percentile(0.5):>6,.1f} "
               f"{s.percentile(0.95):>8,.1f} {s.percentile(0.99):>8,.1f}  "
-              f"{s.percentile(0.5, 'in_worker'):>8,.1f}/{s.percentile(0.99, 'in_worker'):<8,.1f}  "
+              f"{s.percentile(0.5, 'in_worker'):>8,.1f}/{s.percentile(0.99, 'in_worker'):<8,.1f} {s.fallbacks:>9,}  "
               f"{'yes' if s.sustained else 'no'}")
     best = max((s.target for s in stages if s.sustained), default=None)
     print(f"highest sustained rate: {f'{best:,.0f} events/s' if best else 'none of the stages'}")

@@ -6,6 +6,7 @@ recommendation stage plugs in.
 """
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import faust
@@ -31,7 +32,10 @@ def faust_config(settings: Settings) -> dict:
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         consumer_auto_offset_reset="earliest",
         web_port=settings.worker_port,
-        producer_linger_ms=20,
+        # Faust also commits after every 10,000 acks, from inside the fetch loop and waiting for the
+        # producer to flush: a second-long stall at 2,000 events/s. Commit on the timer only.
+        broker_commit_every=1_000_000_000,
+        producer_linger_ms=5,  # recommendations are latency-bound; 5 ms still batches at 1,000/s
         producer_max_batch_size=256 * 1024,
     )
 
@@ -77,6 +81,9 @@ def run_worker(app: faust.App, loglevel: str = "warning") -> int:
     from streams.topics import ensure_topics
 
     ensure_topics(app.shopguide_settings)
+    # Everything loaded so far lives as long as the worker: moved out of the collector's sight, a
+    # full collection walks a few thousand objects instead of ~40 ms worth of modules.
+    gc.freeze()
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     # The terminal spinner turns the root logger to DEBUG (it spins on every record), which costs
     # a log record per message sent.

@@ -5,6 +5,7 @@ Items are kept as strings, the form recommendations carry them in.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 from typing import Iterable
 
@@ -12,12 +13,14 @@ from streams.events import Id
 
 
 class Popularity:
-    def __init__(self, window: int = 20_000, top: int = 100):
+    def __init__(self, window: int = 20_000, top: int = 100, refresh_s: float = 1.0):
         self.recent: deque[str] = deque()
         self.counts: Counter[str] = Counter()
         self.window = window
         self.top = top
-        self._ranked: list[tuple[str, int]] | None = []
+        self.refresh_s = refresh_s  # ranking the whole window per micro-batch costs more than it tells
+        self._ranked: list[tuple[str, int]] = []
+        self._ranked_at = float("-inf")
 
     def observe(self, items: Iterable[Id]) -> None:
         for item in map(str, items):
@@ -28,12 +31,13 @@ class Popularity:
                 self.counts[old] -= 1
                 if not self.counts[old]:
                     del self.counts[old]
-        self._ranked = None
 
     def ranked(self) -> list[tuple[str, int]]:
-        """The `top` most frequent items in the window with their counts, most frequent first."""
-        if self._ranked is None:
-            self._ranked = self.counts.most_common(self.top)
+        """The `top` most frequent items in the window with their counts, most frequent first
+        (as of at most `refresh_s` ago)."""
+        now = time.monotonic()
+        if now - self._ranked_at >= self.refresh_s:
+            self._ranked, self._ranked_at = self.counts.most_common(self.top), now
         return self._ranked
 
     def fill(self, items: list[str], scores: list[float], k: int, exclude: set[str]) -> tuple[list[str], list[float]]:

@@ -43,11 +43,11 @@ def paced(interactions: list[Interaction], rate: float | None = None,
         yield interaction
 
 
-def make_producer(bootstrap_servers: str):
+def make_producer(bootstrap_servers: str, linger_ms: int = 10):
     from kafka import KafkaProducer
 
     # Larger batches and a short linger: throughput matters more than per-event latency here.
-    return KafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=10, batch_size=256 * 1024,
+    return KafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=linger_ms, batch_size=256 * 1024,
                          max_in_flight_requests_per_connection=5, acks=1)
 
 

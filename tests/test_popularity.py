@@ -6,11 +6,23 @@ from streams.recommender import Recommender
 
 
 def test_window_forgets_old_items():
-    popularity = Popularity(window=3)
+    popularity = Popularity(window=3, refresh_s=0)
     popularity.observe(["a", "a", "b"])
     assert popularity.ranked()[0] == ("a", 2)
     popularity.observe(["c", "c"])
     assert dict(popularity.ranked()) == {"b": 1, "c": 2}
+
+
+def test_ranking_is_refreshed_at_most_every_refresh_s(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("streams.popularity.time.monotonic", lambda: now[0])
+    popularity = Popularity(refresh_s=1.0)
+    popularity.observe(["a"])
+    assert popularity.ranked() == [("a", 1)]
+    popularity.observe(["b", "b"])
+    assert popularity.ranked() == [("a", 1)]
+    now[0] += 1.0
+    assert popularity.ranked() == [("b", 2), ("a", 1)]
 
 
 def test_fill_tops_up_without_repeats_or_exclusions():
