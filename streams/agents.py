@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Awaitable, Callable, Protocol, Sequence
 
 from shopguide.metrics import WorkerMetrics
 from streams.events import Event, Id, RejectedEvent, decode, user_key
 from streams.sessions import Session, apply
 
+
+
+# (topic, key, value, partition or None for the key's) -> once queued in the Kafka producer
+Produce = Callable[[str, bytes, bytes, "int | None"], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +46,8 @@ class NullSink:
 
 
 class SessionAgent:
-    def __init__(self, settings, table, deadletter, metrics: WorkerMetrics, sink: Callable[[], SessionSink]):
+    def __init__(self, settings, table, deadletter, metrics: WorkerMetrics, sink: Callable[[], SessionSink],
+                 produce: Produce):
         self.length = settings.session_length
         self.take = (settings.batch_max, settings.batch_wait_s)
         self.topics = frozenset(settings.event_topics)
@@ -50,6 +55,8 @@ class SessionAgent:
         self.deadletter = deadletter
         self.metrics = metrics
         self.sink = sink
+        self.produce = produce
+        self.changelog = table.changelog_topic.get_topic_name()
         self.done: dict = {}  # TP -> last processed offset, for the lag gauge
 
     async def run(self, stream) -> None:
@@ -77,7 +84,7 @@ class SessionAgent:
             updates.append(SessionUpdate(event.user, key, session, event, message.timestamp,
                                          message.topic, message.partition, message.offset))
         for key, session in sessions.items():
-            self.save(key, session, partitions[key])
+            await self.save(key, session, partitions[key])
         for kind, count in Counter(update.event.type for update in updates).items():
             self.metrics.events.labels(kind).inc(count)
         if updates:
@@ -87,12 +94,16 @@ class SessionAgent:
         packed = self.table.get(key)
         return Session.unpack(packed) if packed is not None else None
 
-    def save(self, key: bytes, session: Session, partition: int) -> None:
+    async def save(self, key: bytes, session: Session, partition: int) -> None:
         """Store and log to the changelog partition matching the event's (what `table[key] = v`
-        does for the stream's current event, which in a batch is only the last one)."""
+        does for the stream's current event, which in a batch is only the last one).
+
+        Not through `table.send_changelog`: that queues in Faust's producer buffer, which sends
+        one message at a time and pauses consumption while more than 100 wait. The memory store
+        keeps no persisted offsets, so the buffer's callback has nothing to do here."""
         packed = session.pack()
         self.table.data[key] = packed
-        self.table.send_changelog(partition, key, packed)
+        await self.produce(self.changelog, key, packed, partition)
 
     async def reject(self, message, reason: str) -> None:
         headers = [("reason", reason.encode()), ("source_topic", message.topic.encode()),

@@ -48,12 +48,17 @@ def create_app(settings: Settings, sink: SessionSink | None = None, recommend: b
     app.shopguide_settings = settings
     app.worker_metrics = WorkerMetrics(CollectorRegistry())
     app.session_sink = sink or NullSink()
+
+    async def produce(topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        """Straight to the Kafka producer: Faust's `topic.send` (declare checks, futures, sensors)
+        costs more per message than the send. Commits flush this producer first, so what was
+        produced for a batch is in Kafka before the batch's offsets are committed."""
+        await app.producer.send(topic, key, value, partition, None, None)
+
     if recommend:
         from streams.recommender import Recommender
 
-        recommendations = app.topic(settings.topic_recommendations, key_serializer="raw",
-                                    value_serializer="raw", partitions=settings.partitions)
-        app.session_sink = Recommender(settings, recommendations, app.worker_metrics)
+        app.session_sink = Recommender(settings, produce, app.worker_metrics)
     events = app.topic(*settings.event_topics, key_serializer="raw", value_serializer="raw",
                        partitions=settings.partitions)
     deadletter = app.topic(settings.topic_deadletter, key_serializer="raw", value_serializer="raw",
@@ -61,7 +66,7 @@ def create_app(settings: Settings, sink: SessionSink | None = None, recommend: b
     # Table keys are the events' Kafka keys; the agent writes each session to the changelog
     # partition of its events, so state and events move together on a rebalance.
     table = app.Table(TABLE, default=None, key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    agent = SessionAgent(settings, table, deadletter, app.worker_metrics, lambda: app.session_sink)
+    agent = SessionAgent(settings, table, deadletter, app.worker_metrics, lambda: app.session_sink, produce)
     app.agent(events, name="sessions")(agent.run)
 
     @app.timer(1.0)

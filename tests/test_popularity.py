@@ -34,10 +34,11 @@ def test_fill_tops_up_without_repeats_or_exclusions():
 
 
 def recommender(k=3):
-    settings = SimpleNamespace(recommend_k=k, triton_timeout_s=0.1, triton_grpc="127.0.0.1:1", model_name="m")
+    settings = SimpleNamespace(recommend_k=k, triton_timeout_s=0.1, triton_grpc="127.0.0.1:1", model_name="m",
+                               topic_recommendations="recs")
     popular = Popularity()
     popular.observe(["hot"] * 5 + ["warm"] * 2)
-    return Recommender(settings, topic=None, metrics=None, client=object(), popularity=popular)
+    return Recommender(settings, produce=None, metrics=None, client=object(), popularity=popular)
 
 
 def update(purchased=(), items=("1",)):
