@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import multiprocessing
 import time
 import uuid
 from dataclasses import dataclass
@@ -65,22 +66,19 @@ class Stage:
 def run(args, settings: Settings) -> int:
     from shopguide.datasets import read
     from shopguide.stack import local_stack
-    from streams.replay import make_producer
     from streams.watch import RecommendationWatcher
 
     clicks = itertools.cycle([(i.user, i.item) for i in read(settings.data_dir / TOYS)])
     settings = _own_pipeline(settings)
     with local_stack(settings, args.train_minutes) as worker:
         watcher = RecommendationWatcher(settings).start()
-        producer = make_producer(settings.bootstrap_servers, linger_ms=STOREFRONT_LINGER_MS)
         try:
             if args.warmup > 0:
                 print(f"warming up for {args.warmup:g} s")
-                _stage(settings, producer, watcher, clicks, args.rate, args.warmup, args.drain, args.max_p99)
-            stages = [_stage(settings, producer, watcher, clicks, rate, args.seconds, args.drain, args.max_p99)
+                _stage(settings, watcher, clicks, args.rate, args.warmup, args.drain, args.max_p99)
+            stages = [_stage(settings, watcher, clicks, rate, args.seconds, args.drain, args.max_p99)
                       for rate in [args.rate, *args.steps]]
         finally:
-            producer.close()
             watcher.stop()
             worker.stop()
             _drop_pipeline(settings)
@@ -106,20 +104,17 @@ def _drop_pipeline(settings: Settings) -> None:
     shutil.rmtree(settings.home / "worker" / settings.worker_id, ignore_errors=True)
 
 
-def _stage(settings, producer, watcher, clicks, rate: float, seconds: float, drain: float, max_p99_s: float) -> Stage:
-    from streams.events import Event
-    from streams.replay import publish
-
+def _stage(settings, watcher, clicks, rate: float, seconds: float, drain: float, max_p99_s: float) -> Stage:
+    """Offer `rate` clicks/s for `seconds` from a storefront process of its own, so the load
+    generator does not share an interpreter (and its lock) with the consumer taking the time."""
     first = len(watcher.records)
     count = int(rate * seconds)
-    start = time.monotonic()
-    for n, (user, item) in enumerate(itertools.islice(clicks, count)):
-        delay = start + n / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        publish(producer, settings, Event("click", user, user, time.time(), items=(item,)))
-    producer.flush()
-    offered = count / (time.monotonic() - start)
+    context = multiprocessing.get_context("spawn")
+    result = context.Queue()
+    storefront = context.Process(target=_offer, args=(settings, list(itertools.islice(clicks, count)), rate, result))
+    storefront.start()
+    offered = result.get(timeout=2 * seconds + 60)  # raises queue.Empty if the storefront died
+    storefront.join()
     watcher.wait_for(first + count, drain)
     records = watcher.records[first:first + count]
     stage = Stage(rate, offered, count, len(watcher.records) - first, watcher.latencies[first:first + count],
@@ -129,6 +124,25 @@ def _stage(settings, producer, watcher, clicks, rate: float, seconds: float, dra
           f"p99 {stage.percentile(0.99):,.0f} ms")
     watcher.wait_for(first + count, 60)  # let a backlog clear before the next stage
     return stage
+
+
+def _offer(settings: Settings, clicks: list[tuple], rate: float, result) -> None:
+    """The storefront: send `clicks` at `rate` per second; puts the rate it achieved on `result`."""
+    from streams.events import Event
+    from streams.replay import make_producer, publish
+
+    producer = make_producer(settings.bootstrap_servers, linger_ms=STOREFRONT_LINGER_MS)
+    for topic in settings.event_topics:
+        producer.partitions_for(topic)  # metadata now, not inside the timed loop
+    start = time.monotonic()
+    for n, (user, item) in enumerate(clicks):
+        delay = start + n / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        publish(producer, settings, Event("click", user, user, time.time(), items=(item,)))
+    producer.flush()
+    result.put(len(clicks) / (time.monotonic() - start))
+    producer.close()
 
 
 def _print(stages: list[Stage]) -> None:
