@@ -41,41 +41,37 @@ def ensure_model(settings: Settings, train_data: Path, minutes: float) -> None:
     print(f"published model version {version} to {models.model_dir}")
 
 
-@contextlib.contextmanager
 def _broker(settings: Settings):
     from shopguide.process import port_open
     from streams.broker import LocalBroker, parse_port
 
     port = parse_port(settings.bootstrap_servers)
     if port_open(port):
-        yield
-        return
+        return contextlib.nullcontext()
     broker = LocalBroker(settings.home, settings.cache, port, port + 1, settings.partitions)
-    print(f"starting Kafka on {broker.bootstrap_servers} (data in {broker.root})")
-    broker.start()
-    try:
-        yield
-    finally:
-        print("stopping Kafka")
-        broker.stop()
+    return _started(broker, "Kafka", f"on {broker.bootstrap_servers} (data in {broker.root})")
 
 
-@contextlib.contextmanager
 def _triton(settings: Settings):
     from serving.client import server_state
     from serving.triton import LocalTriton
 
     if server_state(settings.triton_grpc, settings.model_name).live:
-        yield
-        return
+        return contextlib.nullcontext()
     triton = LocalTriton(settings)
-    print(f"starting Triton on {settings.triton_grpc} (log {triton.log_file})")
-    triton.start()
+    return _started(triton, "Triton", f"on {settings.triton_grpc} (log {triton.log_file})")
+
+
+@contextlib.contextmanager
+def _started(service, name: str, where: str):
+    """Start `service` now and stop it on the way out."""
+    print(f"starting {name} {where}")
+    service.start()
     try:
         yield
     finally:
-        print("stopping Triton")
-        triton.stop()
+        print(f"stopping {name}")
+        service.stop()
 
 
 @contextlib.contextmanager
