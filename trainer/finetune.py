@@ -3,9 +3,10 @@
 The step starts from the live model's checkpoint, grows its item index and embedding table for
 items it has never seen (old ids never move), and trains on each user's recent history plus the
 new events, beside many older users' histories (rehearsal, against forgetting). The newest users
-are held out whole: candidate and live both rank each one's last item against ALL items (the candidate's catalogue, so the live model scores the items it does not
-know at the bottom, as it does when serving), and the candidate is published only if its
-NDCG@20 is not worse. The Kafka job (trainer/job.py) and `bench online` both call `fine_tune`.
+are held out whole: candidate and live both rank each one's last item against ALL items (the
+candidate's catalogue, so the live model scores the items it does not know at the bottom, as it
+does when serving), and the candidate is published only if its NDCG@20 is not worse. The Kafka
+job (trainer/job.py) and `bench online` both call `fine_tune`.
 """
 from __future__ import annotations
 

@@ -18,7 +18,6 @@ from trainer import data
 from trainer.checkpoint import Checkpoint
 from trainer.evaluate import evaluate_model
 from trainer.config import TrainConfig
-from trainer.item_index import ItemIndex
 from trainer.model import NextItemModel
 
 MONITOR = "NDCG@20"
