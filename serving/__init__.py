@@ -1,1 +1,1 @@
-"""Answers: Triton client, model export and optimisation, local Triton launcher, model repository."""
+"""Answers: Triton client, local Triton launcher, model repository and rollout."""

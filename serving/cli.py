@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from shopguide.cli import add_home_flag, path_arg
+from shopguide.args import add_home_flag, path_arg
 from shopguide.errors import UserError
 
 
@@ -178,7 +178,7 @@ def _print_serving(settings, serving) -> None:
 
 
 def _bench_triton(args, settings) -> int:
-    from serving.benchmark import run
+    from serving.bench_triton import run
 
     if args.concurrency < 1 or min(args.batch) < 1:
         raise UserError("--batch and --concurrency must be positive")

@@ -1,1 +1,3 @@
-"""shopguide: command line, settings and data-set readers shared by streams, serving and trainer."""
+"""shopguide base: settings, errors, metrics, child processes, data-set readers and shared CLI pieces.
+
+The lowest layer: streams/, serving/ and trainer/ import it; it imports none of them."""

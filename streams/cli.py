@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from shopguide.cli import add_home_flag, add_kafka_flags, existing_path, path_arg
+from shopguide.args import add_home_flag, add_kafka_flags, existing_path, path_arg
 
 
 def register(commands, bench):
@@ -31,7 +31,7 @@ def _register_bench(bench) -> None:
 def _bench_stream(args, settings) -> int:
     import dataclasses
 
-    from streams.bench import print_profiles, run_stream_bench
+    from streams.bench_stream import print_profiles, run_stream_bench
 
     if args.bench_bootstrap:
         settings = dataclasses.replace(settings, bootstrap_servers=args.bench_bootstrap)

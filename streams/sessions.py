@@ -1,6 +1,11 @@
 """A shopper's session: a small, bounded, serialisable record and the pure function that folds
 one event into it. The Faust table stores `Session.pack()` bytes; its changelog is what a worker
-replays on restart, so the record stays small (a few hundred items at most)."""
+replays on restart, so the record stays small (a few hundred items at most).
+
+The packed record is a msgpack map with a version field `v` (RECORD_VERSION). `applied` holds, per
+source partition ("topic:partition"), the offset of the newest event folded in: a replay after a
+crash re-reads events the session already holds, and `apply` leaves the session as it is for them.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -11,6 +16,7 @@ from streams.events import TYPES, Event, Id
 
 MAX_SEARCHES = 10
 MAX_PURCHASED = 100
+RECORD_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,27 +27,48 @@ class Session:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TYPES, 0))
     last_seen: float = 0.0            # newest event time seen
     session: Id | None = None         # the shop's session id of the newest event
+    applied: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> newest offset folded in
 
     def pack(self) -> bytes:
-        return msgpack.packb([list(self.items), list(self.searches), list(self.purchased), self.counts,
-                              self.last_seen, self.session], use_bin_type=True)
+        return msgpack.packb({"v": RECORD_VERSION, "items": list(self.items), "searches": list(self.searches),
+                              "purchased": list(self.purchased), "counts": self.counts,
+                              "last_seen": self.last_seen, "session": self.session, "applied": self.applied},
+                             use_bin_type=True)
 
     @classmethod
     def unpack(cls, data: bytes) -> "Session":
-        items, searches, purchased, counts, last_seen, session = msgpack.unpackb(data, raw=False)
-        return cls(tuple(items), tuple(searches), tuple(purchased), counts, last_seen, session)
+        record = msgpack.unpackb(data, raw=False)
+        if isinstance(record, list):  # before records carried a version: positional, nothing applied yet
+            return cls(*map(tuple, record[:3]), *record[3:6])
+        version = record.get("v")
+        if version != RECORD_VERSION:
+            raise ValueError(f"session record version {version!r} is not {RECORD_VERSION}")
+        return cls(tuple(record["items"]), tuple(record["searches"]), tuple(record["purchased"]),
+                   record["counts"], record["last_seen"], record["session"], record["applied"])
 
     @property
     def events(self) -> int:
         return sum(self.counts.values())
 
 
-def apply(session: Session | None, event: Event, length: int) -> Session:
-    """The session after `event`; `length` bounds the recent item sequence."""
+def source(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+def holds(session: Session | None, at: str, offset: int) -> bool:
+    """Whether the event at `offset` of source partition `at` is already folded into `session`."""
+    return session is not None and offset <= session.applied.get(at, -1)
+
+
+def apply(session: Session | None, event: Event, length: int, at: str | None = None, offset: int = -1) -> Session:
+    """The session after `event`; `length` bounds the recent item sequence. With a source
+    partition `at`, the event's offset is recorded there (see `holds`)."""
     session = session or Session()
     counts = dict(session.counts)
     counts[event.type] = counts.get(event.type, 0) + 1
     changes = {"counts": counts}
+    if at is not None:
+        changes["applied"] = {**session.applied, at: offset}
     if event.ts >= session.last_seen:
         changes.update(last_seen=event.ts, session=event.session)
     if event.items:

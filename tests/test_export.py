@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from serving.export import FP32, INT8
+from trainer.export import FP32, INT8
 from trainer import data
 from trainer.checkpoint import Checkpoint
 

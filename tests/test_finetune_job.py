@@ -8,7 +8,7 @@ from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
 from serving.rollout import rollback
-from shopguide.cli import main
+from console.cli import main
 from shopguide.metrics import FinetuneMetrics
 from streams.events import Event, encode, topic_for
 from tests.test_triton_rollout import Stream

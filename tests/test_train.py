@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from shopguide.cli import main
+from console.cli import main
 from trainer import data
 from trainer.checkpoint import Checkpoint
 from trainer.evaluate import evaluate_popularity, ranks, summarise

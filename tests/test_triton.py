@@ -10,7 +10,7 @@ from tritonclient.utils import InferenceServerException
 from serving.client import ServingError, TritonClient, server_state
 from serving.rollout import publish
 from serving.triton import LocalTriton, prepare_backends, wheel_dir
-from shopguide.cli import main
+from console.cli import main
 from shopguide.errors import UserError
 from tests.fixtures.triton import triton_settings
 

@@ -1,1 +1,1 @@
-"""Learns: the next-item model, data, training loop, full-ranking evaluation, fine-tuning."""
+"""Learns: the next-item model, data, training loop, full-ranking evaluation, ONNX export, fine-tuning."""

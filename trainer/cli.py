@@ -1,7 +1,6 @@
 """`shopguide train`, `eval`, `export` and `bench model`: the model's life from data to serving files.
 
-`export` and `bench model` live in serving/ (export.py, bench_model.py); they are registered here
-beside the commands that make the checkpoint they read.
+`export` and `bench model` (export.py, bench_model.py) sit beside the checkpoint they read.
 """
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from shopguide.cli import add_home_flag
+from shopguide.args import add_home_flag
 from shopguide.errors import UserError
 
 EVAL_HELP = """Rank each user's held-out item against ALL items (leave-one-out: the last item is the
@@ -109,7 +108,7 @@ def _eval(args: argparse.Namespace, settings) -> int:
 
 
 def _export(args: argparse.Namespace, settings) -> int:
-    from serving.export import export
+    from trainer.export import export
 
     if args.top_k < 1:
         raise UserError("--top-k must be positive")
@@ -119,7 +118,7 @@ def _export(args: argparse.Namespace, settings) -> int:
 
 
 def _bench_model(args: argparse.Namespace, settings) -> int:
-    from serving.bench_model import run
+    from trainer.bench_model import run
 
     checkpoint = args.checkpoint or settings.home / "models" / "toys" / "checkpoint.pt"
     export_dir = args.export or checkpoint.parent / "export"

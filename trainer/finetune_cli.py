@@ -1,10 +1,10 @@
-"""`shopguide finetune` and `shopguide bench online` (registered from shopguide/cli.py)."""
+"""`shopguide finetune` and `shopguide bench online` (registered from console/cli.py)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from shopguide.cli import add_home_flag, add_kafka_flags
+from shopguide.args import add_home_flag, add_kafka_flags
 from shopguide.errors import UserError
 
 FINETUNE_HELP = """Read the events accepted since the last run from Kafka (consumer group --group), grow the
@@ -130,7 +130,7 @@ def _metrics(port: int | None):
 
 
 def _bench_online(args: argparse.Namespace, settings) -> int:
-    from trainer.online import OnlineBench
+    from trainer.bench_online import OnlineBench
 
     data = args.data or _data_dir(settings) / "diginetica-sample" / "train-item-views.csv"
     if not 0 < args.train_fraction < 1 or args.every < 1 or args.batch < 1:

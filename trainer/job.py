@@ -122,7 +122,7 @@ class FinetuneJob:
         self.log.commit(batch)
 
     def _publish(self, candidate) -> int:
-        from serving.export import export
+        from trainer.export import export
         from serving.rollout import publish
 
         with tempfile.TemporaryDirectory(dir=self._ensure_state_dir()) as tmp:

@@ -101,7 +101,7 @@ class OnlineBench:
         return _write_markdown(out / "online.md", arms, finetunes, len(replay), facts, self)
 
     def _train(self, train: list, out: Path):
-        from serving.export import export
+        from trainer.export import export
         from trainer.train import TrainConfig, fit
 
         path = out / "train.csv"
@@ -112,7 +112,7 @@ class OnlineBench:
         return checkpoint
 
     def _replay(self, static, train: list, replay: list, out: Path):
-        from serving.export import export
+        from trainer.export import export
         from tqdm import tqdm
 
         histories = defaultdict(list, datasets.sequences(train))

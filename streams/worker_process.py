@@ -30,7 +30,7 @@ class WorkerProcess:
     """`command` (default `shopguide worker`) in a child Python, configured by environment."""
 
     def __init__(self, settings: Settings, log_path, *extra_args: str,
-                 command: tuple[str, ...] = ("-m", "shopguide.cli", "worker")):
+                 command: tuple[str, ...] = ("-m", "console.cli", "worker")):
         self.settings = settings
         self.log_path = log_path
         env = {**os.environ, **settings_env(settings)}

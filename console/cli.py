@@ -10,45 +10,14 @@ import argparse
 import dataclasses
 import sys
 
+from shopguide.args import Parser
 from shopguide.config import Settings, describe
 from shopguide.errors import UserError
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line instead of usage plus message."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def add_kafka_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bootstrap-servers", dest="bootstrap_servers",
-                        help="Kafka bootstrap servers (env SHOPGUIDE_BOOTSTRAP_SERVERS, default 127.0.0.1:9092)")
-
-
-def add_home_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--home", dest="home", type=path_arg,
-                        help="run-time state directory (env SHOPGUIDE_HOME, default ./var)")
-
-
-def path_arg(text: str):
-    """argparse type: a path, `~` expanded."""
-    from pathlib import Path
-
-    return Path(text).expanduser()
-
-
-def existing_path(text: str):
-    """argparse type: a path that must exist."""
-    path = path_arg(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{path}: no such file")
-    return path
-
-
 def build_parser() -> Parser:
-    from shopguide.bench_e2e import register as register_bench_e2e
-    from shopguide.demo import register as register_demo
+    from console.bench_e2e import register as register_bench_e2e
+    from console.demo import register as register_demo
     from serving.cli import register as register_serving
     from streams.cli import register as register_streams
     from trainer.cli import register as register_trainer

@@ -30,7 +30,7 @@ def register(commands) -> None:
 
 
 def run(args, settings: Settings) -> int:
-    from shopguide.stack import local_stack
+    from console.stack import local_stack
     from streams.replay import replay
     from streams.watch import RecommendationWatcher
 

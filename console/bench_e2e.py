@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shopguide.config import Settings
-from shopguide.stack import TOYS
+from console.stack import TOYS
 
 STOREFRONT_LINGER_MS = 5  # a storefront batches its events this long: part of the measured latency
 
@@ -66,7 +66,7 @@ class Stage:
 
 def run(args, settings: Settings) -> int:
     from shopguide.datasets import read
-    from shopguide.stack import local_stack
+    from console.stack import local_stack
     from streams.watch import RecommendationWatcher
 
     clicks = itertools.cycle([(i.user, i.item) for i in read(settings.data_dir / TOYS)])

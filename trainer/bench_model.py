@@ -32,7 +32,7 @@ def runtimes(checkpoint_path: Path, export_dir: Path, threads: int, top_k: int) 
     import onnxruntime as ort
     import torch
 
-    from serving.export import FP32, INT8, TopK
+    from trainer.export import FP32, INT8, TopK
     from trainer.checkpoint import Checkpoint
 
     torch.set_num_threads(threads)

@@ -98,17 +98,17 @@ def _measure(settings: Settings, count: int, home: Path, profile_dir: Path | Non
     passthrough = dataclasses.replace(settings, worker_id=f"bench-passthrough-{suffix}")
     ensure_topics(passthrough, [passthrough_topic(passthrough)])
     print("(a) pass-through agent")
-    results["passthrough"] = _run(passthrough, ("-m", "streams.bench"), passthrough_topic(passthrough),
+    results["passthrough"] = _run(passthrough, ("-m", "streams.bench_stream"), passthrough_topic(passthrough),
                                   count, home, profile_dir, "passthrough")
     sessions = dataclasses.replace(settings, worker_id=f"bench-sessions-{suffix}", worker_port=free_port())
     print("(b) session agent")
-    results["sessions"] = _run(sessions, ("-m", "shopguide.cli", "worker"), changelog_topic(sessions),
+    results["sessions"] = _run(sessions, ("-m", "console.cli", "worker"), changelog_topic(sessions),
                                count, home, profile_dir, "sessions", consumed=True)
     return results
 
 
 def _run(settings, command, output_topic, count, home, profile_dir, name, consumed=False) -> float:
-    from streams.supervisor import WorkerProcess, wait_for
+    from streams.worker_process import WorkerProcess, wait_for
 
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ def ensure_model(settings: Settings, train_data: Path, minutes: float) -> None:
     models.init()
     if models.latest() is not None:
         return
-    from serving.export import export
+    from trainer.export import export
     from trainer.train import TrainConfig, fit
 
     out = settings.home / "models" / Path(train_data).stem
@@ -76,7 +76,7 @@ def _started(service, name: str, where: str):
 
 @contextlib.contextmanager
 def _worker(settings: Settings):
-    from streams.supervisor import WorkerProcess
+    from streams.worker_process import WorkerProcess
     from streams.topics import ensure_topics
 
     ensure_topics(settings)
