@@ -23,9 +23,14 @@ class Settings:
     cache: Path = _setting(Path.home() / ".cache" / "shopguide", "SHOPGUIDE_CACHE", "downloaded Kafka jars")
     data_dir: Path = _setting(Path("../shared/data"), "SHOPGUIDE_DATA", "the shared data sets")
     partitions: int = _setting(4, "SHOPGUIDE_PARTITIONS", "partitions of each event topic")
+    replication: int = _setting(1, "SHOPGUIDE_REPLICATION",
+                                "replication factor of every topic the pipeline creates, changelogs included")
     session_length: int = _setting(50, "SHOPGUIDE_SESSION_LENGTH", "recent items kept per user")
     worker_id: str = _setting("shopguide", "SHOPGUIDE_APP_ID", "Faust app id (consumer group, changelog prefix)")
+    worker_host: str = _setting("127.0.0.1", "SHOPGUIDE_WORKER_HOST", "address the worker's /metrics listens on")
     worker_port: int = _setting(6066, "SHOPGUIDE_WORKER_PORT", "worker web port serving /metrics")
+    session_ttl_s: float = _setting(30 * 86400.0, "SHOPGUIDE_SESSION_TTL",
+                                    "sessions idle this long in event time are evicted (s)")
     triton_grpc: str = _setting("127.0.0.1:8001", "SHOPGUIDE_TRITON_GRPC", "Triton gRPC endpoint")
     triton_http: str = _setting("127.0.0.1:8000", "SHOPGUIDE_TRITON_HTTP", "Triton HTTP endpoint")
     triton_metrics_port: int = _setting(8002, "SHOPGUIDE_TRITON_METRICS_PORT", "Triton metrics port")

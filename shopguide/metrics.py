@@ -36,6 +36,13 @@ class WorkerMetrics:
                               registry=registry)
         self.model_version = Gauge("shopguide_model_version", "Model version that answered last",
                                    registry=registry)
+        self.send_failures = Counter("shopguide_send_failures", "Sends Kafka refused or timed out (each attempt), "
+                                     "by kind: changelog, recommendation, deadletter", ["kind"], registry=registry)
+        self.replayed = Counter("shopguide_events_already_applied",
+                                "Events read again after a crash or rebalance whose session already held them",
+                                registry=registry)
+        self.evicted = Counter("shopguide_sessions_evicted", "Sessions idle past the TTL, tombstoned",
+                               registry=registry)
 
 
 class FinetuneMetrics:

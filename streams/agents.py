@@ -1,23 +1,37 @@
 """The session agent: decode, validate, dead-letter or fold into the user's session, hand on.
 
-Events arrive in batches (Faust `take_events`); each batch writes every touched session to the
-table once, and passes one SessionUpdate per accepted event to the app's sink. Offsets are acked
-only after the batch, so a crash replays it (at least once).
+Events arrive in batches (Faust `take_events`). Each batch queues every touched session's
+changelog record once, hands one SessionUpdate per accepted event to the sink (the recommender,
+which queues its answers in the same outbox), and then waits until Kafka has confirmed all of it;
+only then are the sessions stored and the batch's offsets acked. Faust acks a batch when the
+agent moves past it, even on an exception, so a batch that cannot be confirmed ends the process
+instead (no commit): after the restart its events are read again, and sessions skip the events
+they already hold (`sessions.holds`), so each event is folded in once.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Protocol, Sequence
+from typing import Protocol, Sequence
 
 from shopguide.metrics import WorkerMetrics
+from streams import faust_internals
+from streams.delivery import Outbox, Record
 from streams.events import Event, Id, RejectedEvent, decode, user_key
-from streams.sessions import Session, apply
+from streams.sessions import Session, apply, holds, source
+from streams.stall_guard import StallGuard
 
+log = logging.getLogger(__name__)
 
-
-# (topic, key, value, partition or None for the key's) -> once queued in the Kafka producer
-Produce = Callable[[str, bytes, bytes, "int | None"], Awaitable[None]]
+CRASH_EXIT = 70  # EX_SOFTWARE: the orchestrator restarts the worker, which replays the batch
+DEADLETTER_MAX_BYTES = 512 * 1024  # larger payloads are dead-lettered cut to their head
+DEADLETTER_HEAD_BYTES = 64 * 1024
+SWEEP_EVERY_S = 60.0
+SWEEP_CHUNK = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +48,8 @@ class SessionUpdate:
 
 class SessionSink(Protocol):
     """Where accepted events go after their session was updated (the recommender plugs in here).
-    Awaited once per batch with that batch's updates in order: keep it quick (hand off, don't
-    infer inline), since consumption waits for it."""
+    Awaited once per batch with that batch's updates in order; what it sends goes through the
+    outbox it was given, so it is confirmed with the batch."""
 
     async def __call__(self, updates: Sequence[SessionUpdate]) -> None: ...
 
@@ -46,71 +60,118 @@ class NullSink:
 
 
 class SessionAgent:
-    def __init__(self, settings, table, deadletter, metrics: WorkerMetrics, sink: Callable[[], SessionSink],
-                 produce: Produce):
+    def __init__(self, settings, table, metrics: WorkerMetrics, sink: SessionSink, outbox: Outbox,
+                 guard: StallGuard):
         self.length = settings.session_length
+        self.ttl_s = settings.session_ttl_s
         self.take = (settings.batch_max, settings.batch_wait_s)
         self.topics = frozenset(settings.event_topics)
+        self.deadletter = settings.topic_deadletter
         self.table = table
-        self.deadletter = deadletter
         self.metrics = metrics
         self.sink = sink
-        self.produce = produce
+        self.outbox = outbox
+        self.guard = guard
         self.changelog = table.changelog_topic.get_topic_name()
         self.done: dict = {}  # TP -> last processed offset, for the lag gauge
+        self.clock = 0.0      # newest event time seen: the TTL's clock
+        self.seen_at: dict[bytes, float] = {}  # key -> last_seen, filled by saves and sweeps
+        self.next_sweep = time.monotonic() + SWEEP_EVERY_S
 
     async def run(self, stream) -> None:
         async for batch in stream.take_events(*self.take):
-            await self.process(batch)
+            try:
+                await self.process(batch)
+                if time.monotonic() >= self.next_sweep:
+                    await self.evict_idle()
+            except Exception as exc:  # returning would let Faust ack the batch: stop uncommitted
+                log.critical("batch not confirmed, stopping without commit: %s", exc, exc_info=True)
+                logging.shutdown()
+                os._exit(CRASH_EXIT)
 
     async def process(self, batch) -> None:
-        sessions: dict[bytes, Session] = {}
-        partitions: dict[bytes, int] = {}
+        sessions: dict[bytes, tuple[Session, int]] = {}
         updates: list[SessionUpdate] = []
         for faust_event in batch:
             message = faust_event.message
             self.done[message.tp] = message.offset
             try:
-                event = decode(message.value)
-                if message.key != user_key(event.user):
-                    raise RejectedEvent("key_mismatch")
+                updates.append(self.fold(message, sessions))
             except RejectedEvent as rejected:
                 await self.reject(message, rejected.reason)
-                continue
-            key = message.key
-            session = apply(sessions[key] if key in sessions else self.load(key), event, self.length)
-            sessions[key] = session
-            partitions[key] = message.partition
-            updates.append(SessionUpdate(event.user, key, session, event, message.timestamp,
-                                         message.topic, message.partition, message.offset))
-        for key, session in sessions.items():
-            await self.save(key, session, partitions[key])
+            except Exception as exc:  # a bug or an odd input must not cost the rest of the batch
+                log.exception("event %s:%d:%d failed", message.topic, message.partition, message.offset)
+                await self.reject(message, "processing_error", [("exception", type(exc).__name__.encode())])
+        self.count(updates)
+        self.guard.check()
+        for key, (session, partition) in sessions.items():
+            await self.outbox.put(Record("changelog", self.changelog, key, session.pack(), partition))
+        if updates:
+            await self.sink(updates)
+        await self.outbox.confirm()
+        for key, (session, partition) in sessions.items():
+            faust_internals.store_put(self.table, key, session.pack(), partition)
+            self.seen_at[key] = session.last_seen
+
+    def fold(self, message, sessions: dict) -> SessionUpdate:
+        event = decode(message.value)
+        if message.key != user_key(event.user):
+            raise RejectedEvent("key_mismatch")
+        key = message.key
+        session = sessions[key][0] if key in sessions else self.load(key)
+        at = source(message.topic, message.partition)
+        if holds(session, at, message.offset):
+            self.metrics.replayed.inc()
+        else:
+            session = apply(session, event, self.length, at, message.offset)
+            sessions[key] = (session, message.partition)
+            self.clock = max(self.clock, event.ts)
+        return SessionUpdate(event.user, key, session, event, message.timestamp,
+                             message.topic, message.partition, message.offset)
+
+    def count(self, updates: Sequence[SessionUpdate]) -> None:
         for kind, count in Counter(update.event.type for update in updates).items():
             self.metrics.events.labels(kind).inc(count)
-        if updates:
-            await self.sink()(updates)
 
     def load(self, key: bytes) -> Session | None:
-        packed = self.table.get(key)
+        packed = self.table.data.get(key)
         return Session.unpack(packed) if packed is not None else None
 
-    async def save(self, key: bytes, session: Session, partition: int) -> None:
-        """Store and log to the changelog partition matching the event's (what `table[key] = v`
-        does for the stream's current event, which in a batch is only the last one).
-
-        Not through `table.send_changelog`: that queues in Faust's producer buffer, which sends
-        one message at a time and pauses consumption while more than 100 wait. The memory store
-        keeps no persisted offsets, so the buffer's callback has nothing to do here."""
-        packed = session.pack()
-        self.table.data[key] = packed
-        await self.produce(self.changelog, key, packed, partition)
-
-    async def reject(self, message, reason: str) -> None:
+    async def reject(self, message, reason: str, extra: list[tuple[str, bytes]] = ()) -> None:
+        value = message.value
         headers = [("reason", reason.encode()), ("source_topic", message.topic.encode()),
                    ("source_partition", str(message.partition).encode()),
-                   ("source_offset", str(message.offset).encode())]
-        await self.deadletter.send(key=message.key, value=message.value, headers=headers, force=True)
+                   ("source_offset", str(message.offset).encode()), *extra]
+        if value is not None and len(value) > DEADLETTER_MAX_BYTES:
+            headers.append(("truncated", str(len(value)).encode()))
+            value = value[:DEADLETTER_HEAD_BYTES]
+        await self.outbox.put(Record("deadletter", self.deadletter, message.key, value, None, headers))
         self.metrics.deadletters.labels(reason).inc()
+
+    async def evict_idle(self) -> None:
+        """Tombstone the sessions idle longer than the TTL in event time, so neither this worker's
+        memory nor a recovery keeps them."""
+        self.next_sweep = time.monotonic() + SWEEP_EVERY_S
+        horizon = self.clock - self.ttl_s
+        keys = list(self.table.data.keys())
+        held = set(keys)
+        self.seen_at = {key: seen for key, seen in self.seen_at.items() if key in held}  # revoked ones go
+        idle = []
+        for start in range(0, len(keys), SWEEP_CHUNK):
+            for key in keys[start:start + SWEEP_CHUNK]:
+                if key not in self.seen_at:
+                    self.seen_at[key] = Session.unpack(self.table.data[key]).last_seen
+                if self.seen_at[key] < horizon:
+                    idle.append(key)
+            await asyncio.sleep(0)
+        for key in idle:
+            partition = faust_internals.store_partition(self.table, key)
+            await self.outbox.put(Record("changelog", self.changelog, key, None, partition))
+        await self.outbox.confirm()
+        for key in idle:
+            faust_internals.store_delete(self.table, key)
+            self.seen_at.pop(key, None)
+        self.metrics.evicted.inc(len(idle))
 
     async def refresh_gauges(self, consumer) -> None:
         assigned = {tp for tp in consumer.assignment() if tp.topic in self.topics}
@@ -125,4 +186,4 @@ class SessionAgent:
         self.metrics.lag.clear()  # revoked partitions drop out
         for tp, lag in lags.items():
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
-        self.metrics.sessions.set(len(self.table))
+        self.metrics.sessions.set(len(self.table.data))

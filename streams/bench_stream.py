@@ -64,21 +64,11 @@ def create_passthrough_app(settings: Settings) -> faust.App:
 
 
 def run_stream_bench(settings: Settings, count: int, bootstrap_given: bool, profile_dir: Path | None) -> dict:
-    from shopguide.process import free_port
-    from streams.broker import LocalBroker
+    from streams.broker import bench_broker
 
-    with tempfile.TemporaryDirectory(prefix="shopguide-bench-") as home:
-        broker = None
-        if not bootstrap_given:
-            broker = LocalBroker(Path(home), settings.cache, free_port(), free_port(), settings.partitions)
-            print(f"starting a broker on {broker.bootstrap_servers} for the benchmark")
-            broker.start()
-            settings = dataclasses.replace(settings, bootstrap_servers=broker.bootstrap_servers)
-        try:
-            return _measure(settings, count, Path(home), profile_dir)
-        finally:
-            if broker is not None:
-                broker.stop()
+    with tempfile.TemporaryDirectory(prefix="shopguide-bench-") as home, \
+            bench_broker(settings, Path(home), bootstrap_given) as settings:
+        return _measure(settings, count, Path(home), profile_dir)
 
 
 def _measure(settings: Settings, count: int, home: Path, profile_dir: Path | None) -> dict:
@@ -170,6 +160,5 @@ def print_profiles(directory: Path, top: int = 18) -> None:
 if __name__ == "__main__":
     from streams.app import run_worker
 
-    app = create_passthrough_app(Settings.from_env())
-    app.shopguide_settings = Settings.from_env()
-    raise SystemExit(run_worker(app))
+    settings = Settings.from_env()
+    raise SystemExit(run_worker(create_passthrough_app(settings), settings))

@@ -1,9 +1,10 @@
-"""Subcommands of the streams package: broker, worker, replay, bench stream."""
+"""Subcommands of the streams package: broker, worker, replay, bench stream, bench startup."""
 from __future__ import annotations
 
 import argparse
 
 from shopguide.args import add_home_flag, add_kafka_flags, existing_path, path_arg
+from shopguide.errors import UserError
 
 
 def register(commands, bench):
@@ -26,6 +27,34 @@ def _register_bench(bench) -> None:
     stream.add_argument("--bootstrap-servers", dest="bench_bootstrap", metavar="HOST:PORT",
                         help="use this broker instead of starting one")
     stream.set_defaults(handler=_bench_stream)
+
+    startup = bench.add_parser(
+        "startup", help="seconds from launching `shopguide worker` to /metrics answering and the first event consumed",
+        description="Launch the worker --runs times, each under a new consumer group on topics holding one "
+                    "click, and print the median seconds from the launch to /metrics answering and to the "
+                    "click consumed. Starts its own broker unless --bootstrap-servers is given.")
+    startup.add_argument("--runs", type=int, default=5, help="worker launches (default 5)")
+    startup.add_argument("--shopguide", metavar="PATH",
+                         help="the `shopguide` command of another install to launch (default: this one's)")
+    startup.add_argument("--bootstrap-servers", dest="bench_bootstrap", metavar="HOST:PORT",
+                         help="use this broker instead of starting one")
+    startup.set_defaults(handler=_bench_startup)
+
+
+def _bench_startup(args, settings) -> int:
+    import dataclasses
+
+    from streams.bench_startup import line, median, run_startup_bench
+
+    if args.runs < 1:
+        raise UserError("--runs must be positive")
+    if args.bench_bootstrap:
+        settings = dataclasses.replace(settings, bootstrap_servers=args.bench_bootstrap)
+    results = run_startup_bench(settings, args.runs, args.shopguide, bool(args.bench_bootstrap))
+    for n, result in enumerate(results, start=1):
+        print(f"  run {n}: {line(result)}")
+    print(f"median of {len(results)}: {line(median(results))}")
+    return 0
 
 
 def _bench_stream(args, settings) -> int:
@@ -95,7 +124,7 @@ def _register_worker(commands) -> None:
 def _worker(args, settings) -> int:
     from streams.app import create_app, run_worker
 
-    return run_worker(create_app(settings, recommend=args.recommend), args.loglevel)
+    return run_worker(create_app(settings, recommend=args.recommend), settings, args.loglevel)
 
 
 def _register_broker(commands) -> None:

@@ -16,7 +16,8 @@ import msgpack
 from serving.client import ServingError, TritonClient
 from shopguide.config import Settings
 from shopguide.metrics import WorkerMetrics
-from streams.agents import Produce, SessionUpdate
+from streams.agents import SessionUpdate
+from streams.delivery import Outbox, Record
 from streams.popularity import Popularity
 
 VERSION = 1
@@ -24,11 +25,11 @@ RETRY_AFTER_S = 1.0  # after a failed call, answer from popularity this long bef
 
 
 class Recommender:
-    def __init__(self, settings: Settings, produce: Produce, metrics: WorkerMetrics,
+    def __init__(self, settings: Settings, outbox: Outbox, metrics: WorkerMetrics,
                  client: TritonClient | None = None, popularity: Popularity | None = None):
         self.k = settings.recommend_k
         self.timeout_s = settings.triton_timeout_s
-        self.produce = produce
+        self.outbox = outbox
         self.topic = settings.topic_recommendations
         self.metrics = metrics
         self.client = client or TritonClient(settings.triton_grpc, settings.model_name)
@@ -84,6 +85,6 @@ class Recommender:
             "event_offset": f"{update.topic}:{update.partition}:{update.offset}",
             "produced_time": update.timestamp, "emit_time": emitted,
         }
-        await self.produce(self.topic, update.key, msgpack.packb(record, use_bin_type=True))
+        await self.outbox.put(Record("recommendation", self.topic, update.key, msgpack.packb(record, use_bin_type=True)))
         self.metrics.recommendations.labels(source).inc()
         self.metrics.latency.observe(max(emitted - update.timestamp, 0.0))

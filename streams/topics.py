@@ -2,6 +2,8 @@
 workers and producers agree on the partition count instead of relying on broker auto-creation."""
 from __future__ import annotations
 
+import dataclasses
+
 from shopguide.config import Settings
 from shopguide.errors import UserError
 
@@ -25,7 +27,7 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
         missing = set(names) - set(admin.list_topics())
         for name in sorted(missing):
             try:
-                admin.create_topics([NewTopic(name, settings.partitions, 1)])
+                admin.create_topics([NewTopic(name, settings.partitions, settings.replication)])
             except TopicAlreadyExistsError:  # another worker won the race
                 pass
     finally:
@@ -43,6 +45,14 @@ def delete_topics(settings: Settings, prefix: str) -> None:
             admin.delete_topics(names)
     finally:
         admin.close()
+
+
+def own_pipeline(settings: Settings, run: str) -> Settings:
+    """`settings` with app id `run` and every topic named `run.<topic>`: a benchmark's pipeline,
+    apart from the shop's, which delete_topics(settings, run) removes."""
+    topics = {f.name: f"{run}.{getattr(settings, f.name)}" for f in dataclasses.fields(Settings)
+              if f.name.startswith("topic_")}
+    return dataclasses.replace(settings, worker_id=run, **topics)
 
 
 def changelog_topic(settings: Settings) -> str:

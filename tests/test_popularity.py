@@ -38,7 +38,7 @@ def recommender(k=3):
                                topic_recommendations="recs")
     popular = Popularity()
     popular.observe(["hot"] * 5 + ["warm"] * 2)
-    return Recommender(settings, produce=None, metrics=None, client=object(), popularity=popular)
+    return Recommender(settings, outbox=None, metrics=None, client=object(), popularity=popular)
 
 
 def update(purchased=(), items=("1",)):

@@ -1,11 +1,14 @@
 """Session state: the pure fold of events into a bounded, serialisable record."""
+from dataclasses import replace
 from functools import reduce
 
+import msgpack
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.events import Event
-from streams.sessions import MAX_PURCHASED, MAX_SEARCHES, Session, apply
+from streams.sessions import MAX_PURCHASED, MAX_SEARCHES, RECORD_VERSION, Session, apply, holds
 from tests.fixtures.events import valid_events
 
 
@@ -50,3 +53,25 @@ def test_state_is_bounded_and_survives_pack_unpack(events, length):
     assert len(session.purchased) <= MAX_PURCHASED
     assert session.events == len(events)
     assert Session.unpack(session.pack()) == session
+
+
+@given(st.lists(valid_events(), min_size=1, max_size=20), st.integers(0, 19))
+def test_folding_a_replayed_event_again_changes_nothing(events, replay_from):
+    """A crash replays a tail of the partition: events the session holds are skipped."""
+    def fold(session, numbered):
+        offset, event = numbered
+        return session if holds(session, "t:0", offset) else apply(session, event, 50, "t:0", offset)
+    numbered = list(enumerate(events))
+    once = reduce(fold, numbered, None)
+    replayed = reduce(fold, numbered[min(replay_from, len(events) - 1):], once)
+    assert replayed == once
+    assert once.applied == {"t:0": len(events) - 1}
+
+
+def test_packed_record_carries_its_version_and_old_records_still_read():
+    session = apply(None, click("a"), 5, "t:1", 7)
+    assert msgpack.unpackb(session.pack())["v"] == RECORD_VERSION
+    legacy = msgpack.packb([["a"], [], [], session.counts, 1e9 + 100, "s1"])
+    assert Session.unpack(legacy) == replace(session, applied={})
+    with pytest.raises(ValueError, match="version 99"):
+        Session.unpack(msgpack.packb({"v": 99}))

@@ -1,0 +1,53 @@
+"""Stop a worker that stalled long enough to have lost its partitions, before it writes for them.
+
+A worker paused past its consumer session timeout (SIGSTOP, swap, a long collection, a stuck
+call) has been dropped from the group; another worker now owns its partitions and replays them
+from the last commit. When the paused one resumes, it must not send the sessions and
+recommendations of the batch it was in the middle of. Kafka transactions would fence such
+writes at the broker; this guard costs nothing per event instead:
+
+- a ticker notes the loop's progress every TICK_S; the agent calls `check()` before it sends a
+  batch, and the ticker itself checks each gap it sees;
+- SIGCONT (the end of a SIGSTOP) runs the check from a signal handler, which Python calls at the
+  next bytecode of the main thread: before the producer's sender task can flush what it held.
+
+A stall longer than half the session timeout ends the process (exit 75, no commit, no flush):
+the orchestrator restarts it and it rejoins the group as a new member. Shorter stalls are
+logged and let pass: the group still counts the worker as alive.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.25
+EXIT_CODE = 75  # EX_TEMPFAIL: restart me
+
+
+class StallGuard:
+    def __init__(self, session_timeout_s: float):
+        self.limit_s = session_timeout_s / 2
+        self.last_tick = time.monotonic()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGCONT, lambda signum, frame: self.check())
+
+    async def tick(self) -> None:
+        while True:
+            self.check()
+            self.last_tick = time.monotonic()
+            await asyncio.sleep(TICK_S)
+
+    def check(self) -> None:
+        stalled = time.monotonic() - self.last_tick
+        if stalled > self.limit_s:
+            log.error("worker stalled for %.1f s (over half the %.0f s session timeout): its partitions may "
+                      "belong to another worker now; exiting without writing or committing", stalled,
+                      self.limit_s * 2)
+            logging.shutdown()
+            os._exit(EXIT_CODE)
