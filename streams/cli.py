@@ -12,6 +12,40 @@ def register(commands, bench):
     _register_worker(commands)
     _register_replay(commands)
     _register_bench(bench)
+    _register_bench_state(bench)
+
+
+def _register_bench_state(bench) -> None:
+    state = bench.add_parser(
+        "state", help="memory per session and changelog recovery time for N users",
+        description="Fill a session changelog with --users sessions, start a worker on it, and print "
+                    "the packed record size, the seconds from launch to holding every session, and the "
+                    "worker's memory beside an empty worker's. Starts its own broker unless "
+                    "--bootstrap-servers is given.")
+    state.add_argument("--users", type=_positive, default=100_000, help="sessions to recover (default 100000)")
+    state.add_argument("--bootstrap-servers", dest="bench_bootstrap", metavar="HOST:PORT",
+                       help="use this broker instead of starting one")
+    state.set_defaults(handler=_bench_state)
+
+
+def _bench_state(args, settings) -> int:
+    import dataclasses
+
+    from streams.bench_state import report, run_state_bench
+
+    if args.bench_bootstrap:
+        settings = dataclasses.replace(settings, bootstrap_servers=args.bench_bootstrap)
+    print(report(run_state_bench(settings, args.users, bool(args.bench_bootstrap))))
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
 
 
 def _register_bench(bench) -> None:
