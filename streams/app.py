@@ -66,7 +66,7 @@ def create_app(settings: Settings, recommend: bool = True) -> faust.App:
     # Table keys are the events' Kafka keys; the agent writes each session to the changelog
     # partition of its events, so state and events move together on a rebalance.
     table = app.Table(TABLE, default=None, key_type=bytes, value_type=bytes, partitions=settings.partitions)
-    guard = StallGuard(settings.session_timeout_s)
+    guard = StallGuard(settings.session_timeout_s, settings.heartbeat_s)
     agent = SessionAgent(settings, table, metrics, sink, outbox, guard)
     app.agent(events, name="sessions")(agent.run)
 

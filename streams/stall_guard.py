@@ -11,9 +11,11 @@ writes at the broker; this guard costs nothing per event instead:
 - SIGCONT (the end of a SIGSTOP) runs the check from a signal handler, which Python calls at the
   next bytecode of the main thread: before the producer's sender task can flush what it held.
 
-A stall longer than half the session timeout ends the process (exit 75, no commit, no flush):
-the orchestrator restarts it and it rejoins the group as a new member. Shorter stalls are
-logged and let pass: the group still counts the worker as alive.
+A stall longer than the session timeout less one heartbeat interval (the longest the group
+coordinator can have gone without hearing from this worker before it gave the partitions away)
+ends the process (exit 75, no commit, no flush): the orchestrator restarts it and it rejoins the
+group as a new member. Shorter stalls are logged and let pass: the group still counts the worker
+as alive.
 """
 from __future__ import annotations
 
@@ -30,8 +32,9 @@ EXIT_CODE = 75  # EX_TEMPFAIL: restart me
 
 
 class StallGuard:
-    def __init__(self, session_timeout_s: float):
-        self.limit_s = session_timeout_s / 2
+    def __init__(self, session_timeout_s: float, heartbeat_s: float):
+        self.limit_s = session_timeout_s - heartbeat_s
+        self.warn_s = min(1.0, self.limit_s / 2)
         self.last_tick = time.monotonic()
 
     def install(self) -> None:
@@ -46,8 +49,10 @@ class StallGuard:
     def check(self) -> None:
         stalled = time.monotonic() - self.last_tick
         if stalled > self.limit_s:
-            log.error("worker stalled for %.1f s (over half the %.0f s session timeout): its partitions may "
-                      "belong to another worker now; exiting without writing or committing", stalled,
-                      self.limit_s * 2)
+            log.error("worker stalled for %.1f s (limit %.1f s: session timeout less a heartbeat): its "
+                      "partitions may belong to another worker now; exiting without writing or committing",
+                      stalled, self.limit_s)
             logging.shutdown()
             os._exit(EXIT_CODE)
+        if stalled > self.warn_s + TICK_S:
+            log.warning("event loop stalled for %.1f s", stalled)

@@ -36,7 +36,7 @@ def make_agent():
         return future
     table = SimpleNamespace(data=Store(), changelog_topic=SimpleNamespace(get_topic_name=lambda: "changelog"))
     agent = SessionAgent(SETTINGS, table, WorkerMetrics(CollectorRegistry()), NullSink(), Outbox(send),
-                         StallGuard(60.0))
+                         StallGuard(60.0, 3.0))
     return agent, sent
 
 
