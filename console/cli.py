@@ -17,6 +17,7 @@ from shopguide.errors import UserError
 
 def build_parser() -> Parser:
     from console.bench_e2e import register as register_bench_e2e
+    from console.chaos import register as register_chaos
     from console.demo import register as register_demo
     from serving.cli import register as register_serving
     from streams.cli import register as register_streams
@@ -34,6 +35,7 @@ def build_parser() -> Parser:
     for register in (register_streams, register_serving, register_trainer, register_finetune):
         register(commands, bench)
     register_demo(commands)
+    register_chaos(commands)
     register_bench_e2e(bench)
     return parser
 
