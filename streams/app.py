@@ -72,8 +72,7 @@ def create_app(settings: Settings, recommend: bool = True) -> faust.App:
 
     @app.task
     async def watch_for_stalls():
-        guard.install()
-        await guard.tick()
+        await guard.run()
 
     @app.timer(1.0)
     async def refresh_gauges():

@@ -99,6 +99,9 @@ def _worker_rss(settings: Settings, home: Path, users: int) -> int:
         wait_for(lambda: worker.value("shopguide_session_table_size") >= users or worker.check_alive(),
                  timeout_s=600, what=f"{users:,} sessions recovered", poll_s=0.2)
         return _rss(worker.process.pid)
+    except RuntimeError:
+        print("the worker's log ends:\n" + "\n".join(worker.log_path.read_text().splitlines()[-15:]))
+        raise
     finally:
         worker.stop()
 

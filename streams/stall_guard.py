@@ -35,18 +35,19 @@ class StallGuard:
     def __init__(self, session_timeout_s: float, heartbeat_s: float):
         self.limit_s = session_timeout_s - heartbeat_s
         self.warn_s = min(1.0, self.limit_s / 2)
+        self.last_tick = None  # unarmed until the app runs: start-up and recovery are not stalls
+
+    async def run(self) -> None:
         self.last_tick = time.monotonic()
-
-    def install(self) -> None:
         signal.signal(signal.SIGCONT, lambda signum, frame: self.check())
-
-    async def tick(self) -> None:
         while True:
             self.check()
             self.last_tick = time.monotonic()
             await asyncio.sleep(TICK_S)
 
     def check(self) -> None:
+        if self.last_tick is None:
+            return
         stalled = time.monotonic() - self.last_tick
         if stalled > self.limit_s:
             log.error("worker stalled for %.1f s (limit %.1f s: session timeout less a heartbeat): its "
