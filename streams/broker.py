@@ -7,6 +7,8 @@ every topic and message.
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shopguide.errors import UserError
-from shopguide.process import port_open, read_pid, stop_recorded
+from shopguide.process import free_port, port_open, read_pid, stop_recorded
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
 POM = DEPLOY / "pom.xml"
@@ -163,6 +165,22 @@ class LocalBroker:
             time.sleep(0.3)
         self.stop()
         raise UserError(f"the broker did not accept connections within {timeout_s:.0f} s; see {self.log_file}")
+
+
+@contextlib.contextmanager
+def bench_broker(settings, home: Path, given: bool):
+    """`settings` for a benchmark: as they are when a broker was given, else pointing at one
+    started on free ports under `home` and stopped afterwards."""
+    if given:
+        yield settings
+        return
+    broker = LocalBroker(home, settings.cache, free_port(), free_port(), settings.partitions)
+    print(f"starting a broker on {broker.bootstrap_servers} for the benchmark")
+    broker.start()
+    try:
+        yield dataclasses.replace(settings, bootstrap_servers=broker.bootstrap_servers)
+    finally:
+        broker.stop()
 
 
 def _cluster_id() -> str:

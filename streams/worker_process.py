@@ -17,25 +17,26 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return {f.metadata["env"]: str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)}
 
 
-def wait_for(condition, timeout_s: float = 120.0, what: str = "condition"):
+def wait_for(condition, timeout_s: float = 120.0, what: str = "condition", poll_s: float = 0.3):
     deadline = time.monotonic() + timeout_s
     while not (result := condition()):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not met within {timeout_s:.0f} s")
-        time.sleep(0.3)
+        time.sleep(poll_s)
     return result
 
 
 class WorkerProcess:
-    """`command` (default `shopguide worker`) in a child Python, configured by environment."""
+    """`executable` (this Python, or another install's `shopguide`) running `command` (default
+    `shopguide worker`), configured by environment."""
 
     def __init__(self, settings: Settings, log_path, *extra_args: str,
-                 command: tuple[str, ...] = ("-m", "console.cli", "worker")):
+                 command: tuple[str, ...] = ("-m", "console.cli", "worker"), executable: str = sys.executable):
         self.settings = settings
         self.log_path = log_path
         env = {**os.environ, **settings_env(settings)}
         with open(log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, *command, *extra_args],
+            self.process = subprocess.Popen([executable, *command, *extra_args],
                                             env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def samples(self) -> list:
