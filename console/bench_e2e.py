@@ -12,7 +12,6 @@ figures do not depend on what earlier runs left in the broker.
 """
 from __future__ import annotations
 
-import dataclasses
 import gc
 import itertools
 import multiprocessing
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shopguide.config import Settings
+from shopguide.extras import needs
 from console.stack import TOYS
 
 STOREFRONT_LINGER_MS = 5  # a storefront batches its events this long: part of the measured latency
@@ -41,6 +41,7 @@ def register(bench) -> None:
     e2e.add_argument("--train-minutes", type=float, default=10.0, help="training budget if no model is published")
     e2e.add_argument("--report", type=Path, default=Path("reports/bench-e2e.png"), help="plot path")
     e2e.set_defaults(handler=run)
+    needs(e2e, "train", "local")
 
 
 @dataclass
@@ -67,10 +68,11 @@ class Stage:
 def run(args, settings: Settings) -> int:
     from shopguide.datasets import read
     from console.stack import local_stack
+    from streams.topics import own_pipeline
     from streams.watch import RecommendationWatcher
 
     clicks = itertools.cycle([(i.user, i.item) for i in read(settings.data_dir / TOYS)])
-    settings = _own_pipeline(settings)
+    settings = own_pipeline(settings, f"bench-{uuid.uuid4().hex[:8]}")
     with local_stack(settings, args.train_minutes) as worker:
         watcher = RecommendationWatcher(settings).start()
         # The watcher keeps every record; full collections over them paused its thread for up to
@@ -90,13 +92,6 @@ def run(args, settings: Settings) -> int:
     _print(stages)
     _plot(stages, args.report)
     return 0
-
-
-def _own_pipeline(settings: Settings) -> Settings:
-    run = f"bench-{uuid.uuid4().hex[:8]}"
-    topics = {f.name: f"{run}.{getattr(settings, f.name)}" for f in dataclasses.fields(Settings)
-              if f.name.startswith("topic_")}
-    return dataclasses.replace(settings, worker_id=run, **topics)
 
 
 def _drop_pipeline(settings: Settings) -> None:

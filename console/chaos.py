@@ -37,6 +37,7 @@ from typing import Callable
 from shopguide.args import path_arg
 from shopguide.config import Settings
 from shopguide.errors import UserError
+from shopguide.extras import needs
 
 BROKER_DOWN_S = 20.0
 TRITON_PAUSED_S = 10.0
@@ -259,6 +260,7 @@ def register(commands) -> None:
                             "$SHOPGUIDE_MODEL_REPOSITORY has none to copy (default 0.5; trained once, reused)")
     chaos.add_argument("--seed", type=int, default=0, help="seed of the generated events (default 0)")
     chaos.set_defaults(handler=run)
+    needs(chaos, "train", "local")  # a local Triton, and a model trained when none is found
 
 
 def _letters(text: str) -> list[str]:

@@ -1,8 +1,9 @@
 """The `shopguide` command: one subcommand per job.
 
 Each package registers its own subcommands (streams: broker, worker, replay; serving: triton,
-export, model; trainer: train, eval, finetune); `bench` gathers the benchmarks. A handler is
-`handler(args, settings) -> int | None`. Flags whose `dest` is a Settings field override it.
+model; trainer: train, eval, export, finetune); `bench` gathers the benchmarks. A handler is
+`handler(args, settings) -> int | None`; one that needs an optional install is marked with
+`shopguide.extras.needs` and is not run without it. Flags whose `dest` is a Settings field override it.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from shopguide.args import Parser
 from shopguide.config import Settings, describe
 from shopguide.errors import UserError
+from shopguide.extras import unmet
 
 
 def build_parser() -> Parser:
@@ -43,6 +45,9 @@ def build_parser() -> Parser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if needs := unmet(args):
+        print(needs, file=sys.stderr)
+        return 1
     fields = {f.name for f in dataclasses.fields(Settings)}
     try:
         settings = Settings.from_env(**{k: v for k, v in vars(args).items() if k in fields})

@@ -12,6 +12,7 @@ from collections import Counter
 
 from shopguide.config import Settings
 from shopguide.errors import UserError
+from shopguide.extras import needs
 
 DIGINETICA = "diginetica-sample/train-item-views.csv"
 
@@ -27,6 +28,7 @@ def register(commands) -> None:
     demo.add_argument("--train-minutes", type=float, default=10.0,
                       help="training budget when no model is published yet (default 10)")
     demo.set_defaults(handler=run)
+    needs(demo, "train", "local")
 
 
 def run(args, settings: Settings) -> int:

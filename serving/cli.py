@@ -5,6 +5,7 @@ import argparse
 
 from shopguide.args import add_home_flag, path_arg
 from shopguide.errors import UserError
+from shopguide.extras import needs
 
 
 def register(commands, bench):
@@ -38,6 +39,7 @@ def _register_triton(commands) -> None:
                        help="Prometheus metrics port (env SHOPGUIDE_TRITON_METRICS_PORT, default 8002)")
     start.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)")
     start.set_defaults(handler=_triton_start)
+    needs(start, "local")
     stop = actions.add_parser("stop", help="stop Triton, letting in-flight requests finish")
     stop.set_defaults(handler=_triton_stop)
     status = actions.add_parser("status", help="is Triton running, and which model version serves")

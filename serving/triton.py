@@ -19,6 +19,7 @@ from pathlib import Path
 from serving.repository import ModelRepository
 from shopguide.config import Settings
 from shopguide.errors import UserError
+from shopguide.extras import install_line
 from shopguide.process import port_open, read_pid, stop_recorded
 
 STUB = "triton_python_backend_stub"
@@ -28,7 +29,7 @@ def wheel_dir() -> Path:
     """site-packages/pytriton, found without importing pytriton (its import is slow)."""
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("the nvidia-pytriton wheel is not installed: pip install nvidia-pytriton")
+        raise UserError(f"the nvidia-pytriton wheel is not installed: {install_line(['local'])}")
     return Path(list(spec.submodule_search_locations)[0])
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from shopguide.args import add_home_flag
 from shopguide.errors import UserError
+from shopguide.extras import needs
 
 EVAL_HELP = """Rank each user's held-out item against ALL items (leave-one-out: the last item is the
 test target, the one before it the validation target) and report HR and NDCG at 5, 10, 20 for
@@ -35,6 +36,7 @@ def register(commands, bench):
                            help=f"{f.metadata['doc']} (default {f.default})", **kind)
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.set_defaults(handler=_train)
+    needs(train, "train")
 
     evaluate = commands.add_parser("eval", help="full-ranking evaluation with a report",
                                    description=EVAL_HELP)
@@ -42,6 +44,7 @@ def register(commands, bench):
     evaluate.add_argument("--data", type=Path, help="data file (default: the one the checkpoint was trained on)")
     evaluate.add_argument("--out", type=Path, help="report directory (default: CHECKPOINT_DIR/report)")
     evaluate.set_defaults(handler=_eval)
+    needs(evaluate, "train")
 
     export = commands.add_parser(
         "export", help="write the ONNX serving files of a checkpoint",
@@ -55,6 +58,7 @@ def register(commands, bench):
                         help="items returned per sequence: enough for the storefront's k after purchases are "
                              "removed; each one costs serialisation on every answer (default 20)")
     export.set_defaults(handler=_export)
+    needs(export, "train")
 
     model = bench.add_parser(
         "model", help="torch eager vs ONNX Runtime fp32 and int8, batch 1 and 64",
@@ -70,6 +74,7 @@ def register(commands, bench):
     model.add_argument("--out", type=Path, help="also write bench_model.json and bench_model.png here")
     add_home_flag(model)
     model.set_defaults(handler=_bench_model)
+    needs(model, "train")
 
 
 def _train(args: argparse.Namespace, settings) -> int:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from shopguide.args import add_home_flag, add_kafka_flags
 from shopguide.errors import UserError
+from shopguide.extras import needs
 
 FINETUNE_HELP = """Read the events accepted since the last run from Kafka (consumer group --group), grow the
 item index for items never seen, fine-tune the newest model version in the repository within
@@ -45,6 +46,7 @@ def register(commands, bench):
     add_repository_flag(finetune)
     add_triton_flags(finetune)
     finetune.set_defaults(handler=_finetune)
+    needs(finetune, "train")
 
     online = bench.add_parser("online", help="online hit rate over a time-ordered replay: popularity, static, fine-tuned",
                               description=ONLINE_HELP)
@@ -60,6 +62,7 @@ def register(commands, bench):
     online.add_argument("--out", type=Path, help="report directory (default HOME/bench/online)")
     add_home_flag(online)
     online.set_defaults(handler=_bench_online)
+    needs(online, "train")
 
 
 def _add_config_flags(parser) -> None:
