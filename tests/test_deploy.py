@@ -157,9 +157,10 @@ def test_compose_file_structure():
     assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3", images["triton"])
     assert images["prometheus"].startswith("prom/prometheus:") and images["grafana"].startswith("grafana/grafana:")
     assert all(":" in image and not image.endswith(":latest") for image in images.values())
-    build = services["worker"]["build"]
-    assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
-    assert services["finetune"]["image"] == images["worker"]
+    for name, target in (("worker", "worker"), ("finetune", "trainer")):
+        build = services[name]["build"]
+        assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
+        assert build["target"] == target and images[name].startswith(f"shopguide-{target}:"), name
     gpus = services["triton"]["deploy"]["resources"]["reservations"]["devices"]
     assert gpus[0]["driver"] == "nvidia" and "gpu" in gpus[0]["capabilities"]
     assert services["worker"]["deploy"]["replicas"] == int(services["worker"]["environment"]["SHOPGUIDE_PARTITIONS"])
@@ -191,15 +192,34 @@ def test_compose_file_by_docker_compose():
     assert {"kafka", "triton", "worker", "finetune", "prometheus", "grafana"} <= set(services)
 
 
-def test_worker_dockerfile():
-    lines = [line.split() for line in (DEPLOY / "Dockerfile").read_text().splitlines()
-             if line.strip() and not line.startswith(("#", " "))]
-    assert lines[0] == ["FROM", "python:3.11-slim"]
-    for line in lines:
-        if line[0] == "COPY":
-            assert all((ROOT / source).exists() for source in line[1:-1]), line
-    assert ["ENTRYPOINT", '["shopguide"]'] in lines and ["CMD", '["worker"]'] in lines
-    assert "shopguide" in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+def dockerfile_stages() -> dict[str, list[str]]:
+    """deploy/Dockerfile's stages by name: each one's instructions (continuation lines joined)."""
+    text = re.sub(r"\\\n\s*", " ", (DEPLOY / "Dockerfile").read_text())
+    stages = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            if line.startswith("FROM"):
+                stages[line.split()[-1]] = instructions = []
+            instructions.append(line)
+    return stages
+
+
+def test_dockerfile_has_a_slim_worker_and_a_trainer_stage():
+    """The worker stage installs the core only; the trainer stage adds [train] on top of it."""
+    stages = dockerfile_stages()
+    worker, trainer = stages["worker"], stages["trainer"]
+    assert worker[0] == "FROM python:3.11-slim AS worker" and trainer[0] == "FROM worker AS trainer"
+    installs = {name: [line for line in lines if "pip install" in line] for name, lines in stages.items()}
+    assert len(installs["worker"]) == 1 and re.search(r"pip install \.( |$)", installs["worker"][0])
+    assert len(installs["trainer"]) == 1 and "[train]" in installs["trainer"][0]
+    copied = {source for line in worker if line.startswith("COPY") for source in line.split()[1:-1]}
+    assert all((ROOT / source).exists() for source in copied)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = {name.rstrip("*") for name in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages <= copied, "every package of the install is copied into the image"
+    assert 'ENTRYPOINT ["shopguide"]' in worker and 'CMD ["worker"]' in worker
+    assert any(line.startswith('CMD ["finetune"') for line in trainer)
+    assert "shopguide" in project["project"]["scripts"]
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +294,23 @@ def test_k8s_workload_shape(k8s_manifests):
             selector = service["spec"]["selector"].items()
             assert any(selector <= pod["metadata"]["labels"].items() for pod in pods), name
 
+
+
+def test_k8s_roles_run_their_images(k8s_manifests):
+    """Workers run the slim image, the fine-tune job the trainer image, both named through the
+    kustomization's `images:` (no bare local name reaches the cluster)."""
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    expected = {image["name"]: f"{image['newName']}:{image['newTag']}" for image in kustomization["images"]}
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(k8s_manifests)}
+
+    def images(pod: dict) -> dict[str, str]:
+        return {c["name"]: c["image"] for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]}
+
+    worker = images(objects["Deployment", "shopguide-worker"]["spec"]["template"])
+    finetune = images(objects["CronJob", "shopguide-finetune"]["spec"]["jobTemplate"]["spec"]["template"])
+    triton = images(objects["Deployment", "triton"]["spec"]["template"])
+    assert worker == {"worker": expected["shopguide-worker"]}
+    assert finetune == {"finetune": expected["shopguide-trainer"]}
+    assert triton["seed-repository"] == expected["shopguide-worker"]
+    everything = [image for pod in (worker, finetune, triton) for image in pod.values()]
+    assert not [image for image in everything if image.startswith("shopguide")]
