@@ -1,6 +1,7 @@
 """The session agent: decode, validate, dead-letter or fold into the user's session, hand on.
 
-Events arrive in batches (Faust `take_events`). Each batch queues every touched session's
+Events arrive in batches (Faust `take_events`); sessions live in a SessionStore (this worker's
+partitions, recovered in bulk from the changelog). Each batch queues every touched session's
 changelog record once, hands one SessionUpdate per accepted event to the sink (the recommender,
 which queues its answers in the same outbox), and then waits until Kafka has confirmed all of it;
 only then are the sessions stored and the batch's offsets acked. Faust acks a batch when the
@@ -19,9 +20,9 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from shopguide.metrics import WorkerMetrics
-from streams import faust_internals
 from streams.delivery import Outbox, Record
 from streams.events import Event, Id, RejectedEvent, decode, user_key
+from streams.session_store import SessionStore
 from streams.sessions import Session, apply, holds, source
 from streams.stall_guard import StallGuard
 
@@ -60,19 +61,19 @@ class NullSink:
 
 
 class SessionAgent:
-    def __init__(self, settings, table, metrics: WorkerMetrics, sink: SessionSink, outbox: Outbox,
+    def __init__(self, settings, store: SessionStore, metrics: WorkerMetrics, sink: SessionSink, outbox: Outbox,
                  guard: StallGuard):
         self.length = settings.session_length
         self.ttl_s = settings.session_ttl_s
         self.take = (settings.batch_max, settings.batch_wait_s)
         self.topics = frozenset(settings.event_topics)
         self.deadletter = settings.topic_deadletter
-        self.table = table
+        self.store = store
         self.metrics = metrics
         self.sink = sink
         self.outbox = outbox
         self.guard = guard
-        self.changelog = table.changelog_topic.get_topic_name()
+        self.changelog = store.changelog
         self.done: dict = {}  # TP -> last processed offset, for the lag gauge
         self.clock = 0.0      # newest event time seen: the TTL's clock
         self.seen_at: dict[bytes, float] = {}  # key -> last_seen, filled by saves and sweeps
@@ -95,6 +96,8 @@ class SessionAgent:
         for faust_event in batch:
             message = faust_event.message
             self.done[message.tp] = message.offset
+            if not await self.store.ready(message.partition):
+                continue  # revoked: its new owner reads it again from the last commit
             try:
                 updates.append(self.fold(message, sessions))
             except RejectedEvent as rejected:
@@ -110,7 +113,7 @@ class SessionAgent:
             await self.sink(updates)
         await self.outbox.confirm()
         for key, (session, partition) in sessions.items():
-            faust_internals.store_put(self.table, key, session.pack(), partition)
+            self.store.put(partition, key, session.pack())
             self.seen_at[key] = session.last_seen
 
     def fold(self, message, sessions: dict) -> SessionUpdate:
@@ -118,7 +121,7 @@ class SessionAgent:
         if message.key != user_key(event.user):
             raise RejectedEvent("key_mismatch")
         key = message.key
-        session = sessions[key][0] if key in sessions else self.load(key)
+        session = sessions[key][0] if key in sessions else self.load(message.partition, key)
         at = source(message.topic, message.partition)
         if holds(session, at, message.offset):
             self.metrics.replayed.inc()
@@ -133,8 +136,8 @@ class SessionAgent:
         for kind, count in Counter(update.event.type for update in updates).items():
             self.metrics.events.labels(kind).inc(count)
 
-    def load(self, key: bytes) -> Session | None:
-        packed = self.table.data.get(key)
+    def load(self, partition: int, key: bytes) -> Session | None:
+        packed = self.store.get(partition, key)
         return Session.unpack(packed) if packed is not None else None
 
     async def reject(self, message, reason: str, extra: list[tuple[str, bytes]] = ()) -> None:
@@ -153,23 +156,21 @@ class SessionAgent:
         memory nor a recovery keeps them."""
         self.next_sweep = time.monotonic() + SWEEP_EVERY_S
         horizon = self.clock - self.ttl_s
-        keys = list(self.table.data.keys())
-        held = set(keys)
+        held, idle = set(), []
+        for n, (partition, key, packed) in enumerate(self.store.items()):
+            held.add(key)
+            if key not in self.seen_at:
+                self.seen_at[key] = Session.unpack(packed).last_seen
+            if self.seen_at[key] < horizon:
+                idle.append((partition, key))
+            if n % SWEEP_CHUNK == 0:
+                await asyncio.sleep(0)
         self.seen_at = {key: seen for key, seen in self.seen_at.items() if key in held}  # revoked ones go
-        idle = []
-        for start in range(0, len(keys), SWEEP_CHUNK):
-            for key in keys[start:start + SWEEP_CHUNK]:
-                if key not in self.seen_at:
-                    self.seen_at[key] = Session.unpack(self.table.data[key]).last_seen
-                if self.seen_at[key] < horizon:
-                    idle.append(key)
-            await asyncio.sleep(0)
-        for key in idle:
-            partition = faust_internals.store_partition(self.table, key)
+        for partition, key in idle:
             await self.outbox.put(Record("changelog", self.changelog, key, None, partition))
         await self.outbox.confirm()
-        for key in idle:
-            faust_internals.store_delete(self.table, key)
+        for partition, key in idle:
+            self.store.delete(partition, key)
             self.seen_at.pop(key, None)
         self.metrics.evicted.inc(len(idle))
 
@@ -186,4 +187,4 @@ class SessionAgent:
         self.metrics.lag.clear()  # revoked partitions drop out
         for tp, lag in lags.items():
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
-        self.metrics.sessions.set(len(self.table.data))
+        self.metrics.sessions.set(len(self.store))

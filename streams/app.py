@@ -1,4 +1,4 @@
-"""The Faust app: event topics in, per-user session table, dead letters out, /metrics served.
+"""The Faust app: event topics in, per-user sessions (changelog-backed), dead letters out, /metrics served.
 
 `create_app(settings, recommend)` is the one seam: it builds everything from Settings, and with
 `recommend` plugs the recommendation stage (streams.recommender) in as the agent's sink.
@@ -17,16 +17,16 @@ from shopguide.metrics import WorkerMetrics
 from streams import faust_internals
 from streams.agents import NullSink, SessionAgent
 from streams.delivery import Outbox
+from streams.session_store import SessionStore
 from streams.stall_guard import StallGuard
-
-TABLE = "user_sessions"
+from streams.topics import changelog_topic
 
 
 def faust_config(settings: Settings) -> dict:
     servers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
     return dict(
         broker=servers,
-        store="memory://",  # state lives in the changelog; a restart replays it
+        store="memory://",  # Faust keeps no tables here: sessions live in streams.session_store
         datadir=str(settings.home / "worker" / settings.worker_id),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
@@ -63,12 +63,16 @@ def create_app(settings: Settings, recommend: bool = True) -> faust.App:
         sink = Recommender(settings, outbox, metrics)
     events = app.topic(*settings.event_topics, key_serializer="raw", value_serializer="raw",
                        partitions=settings.partitions)
-    # Table keys are the events' Kafka keys; the agent writes each session to the changelog
-    # partition of its events, so state and events move together on a rebalance.
-    table = app.Table(TABLE, default=None, key_type=bytes, value_type=bytes, partitions=settings.partitions)
+    # Session keys are the events' Kafka keys; each session is logged to the changelog partition
+    # of its events, so state and events move together on a rebalance.
+    store = SessionStore(settings.bootstrap_servers, changelog_topic(settings))
     guard = StallGuard(settings.session_timeout_s, settings.heartbeat_s)
-    agent = SessionAgent(settings, table, metrics, sink, outbox, guard)
+    agent = SessionAgent(settings, store, metrics, sink, outbox, guard)
     app.agent(events, name="sessions")(agent.run)
+
+    @app.on_partitions_assigned.connect
+    async def hold_sessions(app, assigned, **kwargs):
+        store.assign({tp.partition for tp in assigned if tp.topic in settings.event_topics})
 
     @app.task
     async def watch_for_stalls():

@@ -64,19 +64,12 @@ def _measure(settings: Settings, users: int, home: Path) -> dict:
 
 
 def _fill(settings: Settings, topic: str, users: int) -> int:
-    """Write `users` sessions to the changelog; returns the packed bytes written."""
+    """Write `users` sessions to the changelog (created by ensure_topics); returns the bytes written."""
     from kafka import KafkaProducer
-    from kafka.admin import KafkaAdminClient, NewTopic
     from tqdm import tqdm
 
     from streams.events import user_key
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    try:
-        admin.create_topics([NewTopic(topic, settings.partitions, settings.replication,
-                                      topic_configs={"cleanup.policy": "compact"})])
-    finally:
-        admin.close()
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20,
                              batch_size=512 * 1024, compression_type=None)
     written = 0

@@ -3,9 +3,6 @@ faust-streaming 0.11 and aiokafka 0.14: re-check on upgrades).
 
 - `send`: straight to the aiokafka producer. Faust's `topic.send` (declares, futures, sensors,
   its one-at-a-time buffer that pauses consumption) cost more per message than the send itself.
-- `store_put` / `store_delete`: the session table's memory store, written for the partition of
-  the event rather than of Faust's "current event" (in a batch that is only the last one), and
-  with the key's partition recorded so the store frees the key when its partition moves away.
 - `serve_metrics_only`: drop Faust's built-in pages (/router, /table, the index), leaving the
   pages the app adds.
 """
@@ -20,22 +17,6 @@ async def send(app: faust.App, topic: str, key: bytes | None, value: bytes | Non
                headers: list[tuple[str, bytes]] | None = None) -> Awaitable:
     """Queue one record; returns the future of its delivery (RecordMetadata, or the broker's error)."""
     return await app.producer.send(topic, key, value, partition, None, headers)
-
-
-def store_put(table: faust.Table, key: bytes, value: bytes, partition: int) -> None:
-    store = table.data
-    store.data[key] = value
-    store._key_partition[key] = partition
-
-
-def store_partition(table: faust.Table, key: bytes) -> int | None:
-    return table.data._key_partition.get(key)
-
-
-def store_delete(table: faust.Table, key: bytes) -> None:
-    store = table.data
-    store.data.pop(key, None)
-    store._key_partition.pop(key, None)
 
 
 def serve_metrics_only(app: faust.App) -> None:

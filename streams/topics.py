@@ -9,7 +9,11 @@ from shopguide.errors import UserError
 
 
 def pipeline_topics(settings: Settings) -> list[str]:
-    return [*settings.event_topics, settings.topic_deadletter, settings.topic_recommendations]
+    return [*settings.event_topics, settings.topic_deadletter, settings.topic_recommendations,
+            changelog_topic(settings)]
+
+
+COMPACTED = {"cleanup.policy": "compact"}  # a changelog keeps each user's newest session
 
 
 def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
@@ -27,7 +31,8 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
         missing = set(names) - set(admin.list_topics())
         for name in sorted(missing):
             try:
-                admin.create_topics([NewTopic(name, settings.partitions, settings.replication)])
+                configs = COMPACTED if name == changelog_topic(settings) else {}
+                admin.create_topics([NewTopic(name, settings.partitions, settings.replication, topic_configs=configs)])
             except TopicAlreadyExistsError:  # another worker won the race
                 pass
     finally:
@@ -56,7 +61,7 @@ def own_pipeline(settings: Settings, run: str) -> Settings:
 
 
 def changelog_topic(settings: Settings) -> str:
-    """Faust's name for the user_sessions table's changelog."""
+    """The session changelog (the name Faust gave the user_sessions table's changelog before)."""
     return f"{settings.worker_id}-user_sessions-changelog"
 
 

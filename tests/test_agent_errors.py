@@ -1,4 +1,4 @@
-"""The agent's error policy, on plain stand-ins for Faust's message, table and producer (pure logic;
+"""The agent's error policy, on plain stand-ins for Faust's message and the producer (pure logic;
 the real-broker behaviour is in the chaos suite): one event's exception costs only that event, a
 payload too large to re-send is dead-lettered cut, and a replayed event is not applied twice."""
 import asyncio
@@ -12,6 +12,7 @@ from streams import agents
 from streams.agents import NullSink, SessionAgent
 from streams.delivery import Outbox
 from streams.events import Event, encode, user_key
+from streams.session_store import SessionStore
 from streams.sessions import Session
 from streams.stall_guard import StallGuard
 
@@ -19,11 +20,12 @@ SETTINGS = SimpleNamespace(session_length=50, session_ttl_s=86400.0, batch_max=1
                            event_topics=("clicks", "searches", "purchases"), topic_deadletter="dead")
 
 
-class Store(dict):
-    def __init__(self):
-        super().__init__()
-        self.data = self
-        self._key_partition = {}
+def store_holding_partition_0() -> SessionStore:
+    store = SessionStore("unused:9092", "changelog")
+    store.partitions[0] = {}
+    store.recovered[0] = asyncio.Event()
+    store.recovered[0].set()
+    return store
 
 
 def make_agent():
@@ -34,8 +36,7 @@ def make_agent():
         future = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
-    table = SimpleNamespace(data=Store(), changelog_topic=SimpleNamespace(get_topic_name=lambda: "changelog"))
-    agent = SessionAgent(SETTINGS, table, WorkerMetrics(CollectorRegistry()), NullSink(), Outbox(send),
+    agent = SessionAgent(SETTINGS, store_holding_partition_0(), WorkerMetrics(CollectorRegistry()), NullSink(), Outbox(send),
                          StallGuard(60.0, 3.0))
     return agent, sent
 
@@ -62,7 +63,7 @@ def test_an_exception_on_one_event_dead_letters_it_and_the_rest_proceed(monkeypa
     dead = [record for record in sent if record.topic == "dead"]
     assert [(d.headers["reason"], d.headers["exception"], d.headers["source_offset"]) for d in dead] == \
         [(b"processing_error", b"KeyError", b"1")]
-    assert Session.unpack(agent.table.data[user_key("u1")]).items == ("a", "b")
+    assert Session.unpack(agent.store.get(0, user_key("u1"))).items == ("a", "b")
 
 
 def test_a_payload_too_large_to_resend_is_dead_lettered_with_its_head():
@@ -72,7 +73,7 @@ def test_a_payload_too_large_to_resend_is_dead_lettered_with_its_head():
     (dead,) = [record for record in sent if record.topic == "dead"]
     assert dead.value == huge[:64 * 1024]
     assert dead.headers["truncated"] == str(len(huge)).encode() and dead.headers["reason"] == b"too_large"
-    assert user_key("u1") in agent.table.data
+    assert agent.store.get(0, user_key("u1")) is not None
 
 
 def test_a_replayed_batch_is_answered_but_not_applied_again():
@@ -80,7 +81,7 @@ def test_a_replayed_batch_is_answered_but_not_applied_again():
     batch = [message(0, click("a")), message(1, click("b"))]
     asyncio.run(agent.process(batch))
     asyncio.run(agent.process(batch))
-    session = Session.unpack(agent.table.data[user_key("u1")])
+    session = Session.unpack(agent.store.get(0, user_key("u1")))
     assert session.items == ("a", "b") and session.counts["click"] == 2
     assert agent.metrics.replayed._value.get() == 2
 
@@ -91,5 +92,5 @@ def test_idle_sessions_are_tombstoned_in_event_time():
     new = encode(Event("click", "new", "s", 1.7e9 + 2 * 86400, items=("b",)))
     asyncio.run(agent.process([message(0, old, "old"), message(1, new, "new")]))
     asyncio.run(agent.evict_idle())
-    assert set(agent.table.data) == {user_key("new")}
+    assert set(agent.store.partitions[0]) == {user_key("new")}
     assert [(r.key, r.value) for r in sent if r.topic == "changelog" and r.value is None] == [(user_key("old"), None)]
