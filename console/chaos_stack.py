@@ -146,7 +146,8 @@ class Workers:
         settings = dataclasses.replace(self.settings, worker_port=free_port(),
                                        home=self.directory / f"worker-{slot}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        return WorkerProcess(settings, self.directory / f"worker-{slot}.log")
+        # info: the rebalances and recoveries a post-mortem of a failed scenario needs
+        return WorkerProcess(settings, self.directory / f"worker-{slot}.log", "--loglevel", "info")
 
     def _watch(self) -> None:
         while not self._closed.wait(0.5):
