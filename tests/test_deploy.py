@@ -314,3 +314,21 @@ def test_k8s_roles_run_their_images(k8s_manifests):
     assert triton["seed-repository"] == expected["shopguide-worker"]
     everything = [image for pod in (worker, finetune, triton) for image in pod.values()]
     assert not [image for image in everything if image.startswith("shopguide")]
+
+
+def test_compose_replicates_every_topic_three_times_with_two_in_sync():
+    compose = yaml.safe_load(COMPOSE.read_text())
+    brokers = {name: svc["environment"] for name, svc in compose["services"].items()
+               if svc["image"].startswith("apache/kafka:")}
+    assert len(brokers) == 3
+    for env in brokers.values():
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2" and env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+    worker_env = compose["services"]["worker"]["environment"]
+    assert worker_env["SHOPGUIDE_REPLICATION"] == "3" and worker_env["SHOPGUIDE_WORKER_HOST"] == "0.0.0.0"
+    assert len(worker_env["SHOPGUIDE_BOOTSTRAP_SERVERS"].split(",")) == 3
+
+
+def test_k8s_workers_replicate_and_listen_beyond_loopback(k8s_manifests):
+    config, = [doc for doc in yaml.safe_load_all(k8s_manifests)
+               if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("shopguide-env")]
+    assert config["data"]["SHOPGUIDE_REPLICATION"] == "3" and config["data"]["SHOPGUIDE_WORKER_HOST"] == "0.0.0.0"
