@@ -172,6 +172,8 @@ def run_scenario(stack, scenario: Scenario, events: int, users: int, rate: float
         row.error = str(error)
     finally:
         load.stopping.set()
+        if load.is_alive():
+            load.join()
         workers.close()
     row.offered, row.failed_sends, row.restarts = load.sent, load.failed, workers.restarts
     try:
