@@ -1,4 +1,5 @@
-# Two commands a person needs: `make demo` (set up and run the main job) and `make test`.
+# Two commands a person needs: `make demo` (set up and run the main job) and `make test`
+# (`make unit` for the pure tests alone, `make lint` for ruff).
 # Each installs into .venv what it runs: the demo the train and local extras (torch, the local
 # Triton), the tests the test extra (both of those and the test tools). `pip install .` alone is
 # the core install: worker, replay, broker, Triton client (README, "Installs").
@@ -14,7 +15,7 @@ TOOLS := $(or $(SHOPGUIDE_CACHE),$(HOME)/.cache/shopguide)/bin
 KUBECONFORM_VERSION := v0.7.0
 KUSTOMIZE_VERSION := v5.5.0
 
-.PHONY: setup demo-setup tools test-tools demo test
+.PHONY: setup demo-setup tools test-tools demo test unit lint
 setup: $(VENV)/.installed-test tools test-tools
 	$(VENV)/bin/shopguide broker fetch
 
@@ -41,3 +42,11 @@ demo: demo-setup
 
 test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The quick tests only (no broker, Triton or Prometheus started, no model trained past a few
+# seconds): for every edit.
+unit: $(VENV)/.installed-test
+	$(VENV)/bin/python -m pytest -q -m "not kafka and not triton and not prometheus and not slow" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .

@@ -11,6 +11,8 @@ from trainer.export import FP32, INT8
 from trainer import data
 from trainer.checkpoint import Checkpoint
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def test_users(tiny_checkpoint, toys_slice):

@@ -9,6 +9,8 @@ from trainer import data
 from trainer.checkpoint import Checkpoint
 from trainer.evaluate import evaluate_popularity, ranks, summarise
 
+pytestmark = pytest.mark.slow  # the session's tiny model trains first
+
 
 def test_leave_one_out_holds_back_the_last_two_items():
     split = data.leave_one_out([[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]])
