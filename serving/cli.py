@@ -135,17 +135,15 @@ def _print_state(settings) -> bool:
 
 
 def _model_list(args, settings) -> int:
-    import json
-
     from serving.client import server_state
-    from serving.repository import ModelRepository
+    from serving.repository import ModelRepository, export_meta
 
     repository = ModelRepository.from_settings(settings)
     serving = server_state(settings.triton_grpc, settings.model_name).serving
     if not repository.versions():
         print(f"no versions in {repository.model_dir}")
     for version in repository.versions():
-        meta = json.loads((repository.model_dir / str(version) / "export.json").read_text())
+        meta = export_meta(repository.model_dir / str(version))
         mark = "  <- Triton serves this" if version in serving else ""
         print(f"{version:>5}  {meta.get('num_items', '?')} items, top {meta.get('top_k')}, "
               f"max_len {meta.get('max_len')}{mark}")

@@ -8,6 +8,7 @@ recommendation's model version always names one model.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -103,6 +104,21 @@ class ModelRepository:
         for version in self.retired()[:-keep]:
             shutil.rmtree(self.model_dir / RETIRED / str(version))
         return removed
+
+
+def export_meta(directory: Path) -> dict:
+    """The export.json of an export or a version directory: top_k, max_len and the checkpoint's
+    description. Missing or unreadable, it stops the command in one line naming the file."""
+    path = Path(directory) / "export.json"
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; every export and model version carries one (`shopguide export`)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not readable JSON ({exc}); export the model again") from None
+    if not isinstance(meta, dict) or not {"top_k", "max_len"} <= meta.keys():
+        raise UserError(f"{path}: expected a JSON object with top_k and max_len; export the model again")
+    return meta
 
 
 def _numbered(directory: Path) -> list[int]:

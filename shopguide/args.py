@@ -4,12 +4,37 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from shopguide.config import FIELDS, expected, parse
+from shopguide.errors import UserError
+
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line instead of usage plus message."""
+    """argparse that reports a bad flag in one line instead of usage plus message. A flag whose
+    `dest` is a Settings field is parsed and checked as that setting, so its error names the flag."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def add_argument(self, *args, **kwargs):
+        if kwargs.get("dest") in FIELDS and kwargs.get("action", "store") == "store":
+            kwargs["type"] = setting_type(kwargs["dest"])
+        return super().add_argument(*args, **kwargs)
+
+
+def setting_type(name: str):
+    """argparse type: the text as Settings field `name`, checked like its environment variable."""
+    field = FIELDS[name]
+
+    def convert(text: str):
+        try:
+            value = parse(field, text)
+        except UserError:
+            value = None
+        if value is None or not field.metadata["check"](value):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {expected(field)}")
+        return value
+    convert.__name__ = name
+    return convert
 
 
 def add_kafka_flags(parser: argparse.ArgumentParser) -> None:

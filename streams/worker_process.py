@@ -14,7 +14,9 @@ from shopguide.config import Settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    return {f.metadata["env"]: str(getattr(settings, f.name)) for f in dataclasses.fields(Settings)}
+    """The environment that gives a child process `settings` (an unset one stays empty)."""
+    return {f.metadata["env"]: "" if getattr(settings, f.name) is None else str(getattr(settings, f.name))
+            for f in dataclasses.fields(Settings)}
 
 
 def wait_for(condition, timeout_s: float = 120.0, what: str = "condition", poll_s: float = 0.3):

@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from serving.repository import export_meta
+
 
 @dataclass
 class Result:
@@ -119,7 +121,7 @@ def run(checkpoint_path: Path, export_dir: Path, data: Path | None, batches: lis
     from trainer.checkpoint import Checkpoint
 
     checkpoint = Checkpoint.load(checkpoint_path)
-    meta = json.loads((export_dir / "export.json").read_text())
+    meta = export_meta(export_dir)
     _, sequences = loader.load(data or Path(checkpoint.data), checkpoint.index)
     histories = [seq[:-1] for seq in sequences if len(seq) > 1]
     found = runtimes(checkpoint_path, export_dir, threads, meta["top_k"])

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from shopguide import datasets
+from serving.repository import export_meta
 from trainer.finetune import Histories, fine_tune, user_sequences
 from trainer.finetune_config import FinetuneConfig
 
@@ -60,7 +61,7 @@ class OnnxRecommender:
         items = json.loads((export_dir / "item_index.json").read_text())
         self.model_ids = {item: n for n, item in enumerate(items, start=1)}
         self.shop_ids = np.array([""] + items, dtype=object)
-        self.max_len = json.loads((export_dir / "export.json").read_text())["max_len"]
+        self.max_len = export_meta(export_dir)["max_len"]
 
     def recommend(self, histories: list[list[str]]) -> list[list[str]]:
         rows = np.zeros((len(histories), self.max_len), dtype=np.int64)

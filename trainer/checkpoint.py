@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,15 +47,26 @@ class Checkpoint:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: no such checkpoint")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        model = NextItemModel(ModelArgs(**payload["model_args"]))
-        model.load_state_dict(payload["state_dict"])
-        model.eval()
-        return cls(model, ItemIndex.from_list(payload["item_index"]), payload["config"], payload["history"],
-                   payload["metrics"], payload["data"], payload["created"])
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            model = NextItemModel(ModelArgs(**payload["model_args"]))
+            model.load_state_dict(payload["state_dict"])
+            model.eval()
+            return cls(model, ItemIndex.from_list(payload["item_index"]), payload["config"], payload["history"],
+                       payload["metrics"], payload["data"], payload["created"])
+        except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{path}: not a readable checkpoint ({_reason(exc)}); train it again") from None
 
     def describe(self) -> dict:
         """Everything but the weights, for export metadata and reports."""
         return {"model_args": dataclasses.asdict(self.model.args), "config": self.config,
                 "metrics": self.metrics, "data": self.data, "created": self.created,
                 "epochs": len(self.history)}
+
+
+def _reason(exc: Exception) -> str:
+    """torch's messages run to paragraphs (and one advises weights_only=False): keep the first clause."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return "not a torch checkpoint file"
+    text = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else ""
+    return text[:120] or type(exc).__name__

@@ -42,7 +42,7 @@ def state_dir(settings: Settings) -> Path:
 def live_checkpoint(settings: Settings):
     """(newest version, its Checkpoint): the version's own checkpoint.pt, else the checkpoint its
     export was made from (versions published by hand with `shopguide model publish`)."""
-    from serving.repository import ModelRepository
+    from serving.repository import ModelRepository, export_meta
     from trainer.checkpoint import Checkpoint
 
     models = ModelRepository.from_settings(settings)
@@ -52,7 +52,7 @@ def live_checkpoint(settings: Settings):
     version_dir = models.model_dir / str(version)
     path = version_dir / CHECKPOINT
     if not path.exists():
-        path = Path(json.loads((version_dir / "export.json").read_text()).get("source") or path)
+        path = Path(export_meta(version_dir).get("source") or path)
     if not path.exists():
         raise UserError(f"version {version} in {models.model_dir} carries no {CHECKPOINT} and names no source checkpoint")
     return version, Checkpoint.load(path)

@@ -25,9 +25,8 @@ class TritonPythonModel:
         self.items_name = outputs[np.object_]
         self.scores_name = outputs[np.float32]
 
-        export = json.loads((version_dir / "export.json").read_text())
-        self.max_len = int(export["max_len"])
-        index = json.loads((version_dir / "item_index.json").read_text())
+        self.max_len = int(_read_json(version_dir / "export.json", "max_len")["max_len"])
+        index = _read_json(version_dir / "item_index.json")
         self.model_ids = {str(item).encode(): n for n, item in enumerate(index, start=1)}
         self.shop_ids = np.array([b""] + [str(item).encode() for item in index], dtype=np.object_)
 
@@ -86,6 +85,19 @@ class TritonPythonModel:
                 pb_utils.Tensor(self.scores_name, scores[start:end]),
             ])
             start = end
+
+
+def _read_json(path, *keys):
+    """A version's metadata file; missing or unreadable, one line naming it fails the load (the
+    publish retires the version and the old one keeps serving)."""
+    try:
+        value = json.loads(path.read_text())
+        missing = [key for key in keys if key not in value]
+    except (OSError, ValueError, TypeError) as exc:
+        raise pb_utils.TritonModelException(f"{path}: {type(exc).__name__}: {exc}") from None
+    if missing:
+        raise pb_utils.TritonModelException(f"{path}: no {', '.join(missing)}; export the model again")
+    return value
 
 
 def _session_options(config):
