@@ -131,7 +131,7 @@ def _offer(settings: Settings, clicks: list[tuple], rate: float, result) -> None
     from streams.events import Event
     from streams.replay import make_producer, publish
 
-    producer = make_producer(settings.bootstrap_servers, linger_ms=STOREFRONT_LINGER_MS)
+    producer = make_producer(settings, linger_ms=STOREFRONT_LINGER_MS)
     for topic in settings.event_topics:
         producer.partitions_for(topic)  # metadata now, not inside the timed loop
     start = time.monotonic()

@@ -13,6 +13,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from shopguide.config import Settings
+from shopguide.kafka_security import client_kwargs, faust_credentials
 from shopguide.metrics import WorkerMetrics
 from streams import faust_internals
 from streams.agents import NullSink, SessionAgent
@@ -26,6 +27,7 @@ def faust_config(settings: Settings) -> dict:
     servers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
     return dict(
         broker=servers,
+        broker_credentials=faust_credentials(settings),
         store="memory://",  # Faust keeps no tables here: sessions live in streams.session_store
         datadir=str(settings.home / "worker" / settings.worker_id),
         topic_partitions=settings.partitions,
@@ -65,7 +67,7 @@ def create_app(settings: Settings, recommend: bool = True) -> faust.App:
                        partitions=settings.partitions)
     # Session keys are the events' Kafka keys; each session is logged to the changelog partition
     # of its events, so state and events move together on a rebalance.
-    store = SessionStore(settings.bootstrap_servers, changelog_topic(settings))
+    store = SessionStore(settings.bootstrap_servers, changelog_topic(settings), client_kwargs(settings))
     guard = StallGuard(settings.session_timeout_s, settings.heartbeat_s)
     agent = SessionAgent(settings, store, metrics, sink, outbox, guard)
     app.agent(events, name="sessions")(agent.run)

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from shopguide.config import Settings
+from shopguide.kafka_security import client_kwargs
 from streams.sessions import Session
 
 ITEMS = 20
@@ -71,7 +72,7 @@ def _fill(settings: Settings, topic: str, users: int) -> int:
     from streams.events import user_key
 
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20,
-                             batch_size=512 * 1024, compression_type=None)
+                             batch_size=512 * 1024, compression_type=None, **client_kwargs(settings))
     written = 0
     for n in tqdm(range(users), desc="filling the changelog", unit=" sessions", unit_scale=True):
         packed = sample_session(n).pack()

@@ -17,6 +17,7 @@ from pathlib import Path
 import faust
 
 from shopguide.config import Settings
+from shopguide.kafka_security import client_kwargs
 from streams.events import Event
 
 USERS = 20_000
@@ -121,7 +122,7 @@ def _run(settings, command, output_topic, count, home, profile_dir, name, consum
 def _written(settings, topic) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, **client_kwargs(settings))
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         return sum(consumer.end_offsets(partitions).values()) if partitions else 0
@@ -133,7 +134,8 @@ def _time_span(settings, topic) -> tuple[float, float]:
     """Broker timestamps (s) of the first and the last record in `topic`."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                             **client_kwargs(settings))
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         ends = consumer.end_offsets(partitions)

@@ -10,6 +10,7 @@ import base64
 import contextlib
 import dataclasses
 import re
+import secrets
 import shutil
 import subprocess
 import time
@@ -18,11 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shopguide.errors import UserError
+from shopguide.kafka_security import sasl_kwargs
 from shopguide.process import free_port, port_open, read_pid, stop_recorded
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
 POM = DEPLOY / "pom.xml"
 TEMPLATE = DEPLOY / "server.properties"
+SCRAM_TEMPLATE = DEPLOY / "scram.properties"
+SCRAM = "SCRAM-SHA-512"
+BROKER_USER = "broker"
 LOG_CONFIG = DEPLOY / "log4j2.properties"
 JAVA_HEAP = ("-Xms256m", "-Xmx768m")
 
@@ -84,6 +89,7 @@ class LocalBroker:
     port: int = 9092
     controller_port: int = 9093
     partitions: int = 4
+    scram_users: dict[str, str] | None = None  # user -> password: the client listener takes SASL/SCRAM only
 
     @property
     def root(self) -> Path:
@@ -122,7 +128,7 @@ class LocalBroker:
         config = self._write_config()
         if not (self.root / "data" / "meta.properties").exists():
             self._java(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}", "-c", str(config),
-                       check=True)
+                       *self._scram_credentials(), check=True)
         process = self._java(libs, "kafka.Kafka", str(config))
         self.pid_file.write_text(f"{process.pid} {self.port}\n")
         self._wait_ready(process, timeout_s)
@@ -133,12 +139,32 @@ class LocalBroker:
 
     def _write_config(self) -> Path:
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
-        values = {"port": self.port, "controller_port": self.controller_port,
-                  "data_dir": self.root / "data", "partitions": self.partitions}
-        text = re.sub(r"\$\{(\w+)\}", lambda m: str(values[m.group(1)]), TEMPLATE.read_text())
+        values = {"port": self.port, "controller_port": self.controller_port, "data_dir": self.root / "data",
+                  "partitions": self.partitions, "protocol": "SASL_PLAINTEXT" if self.scram_users else "PLAINTEXT",
+                  "broker_user": BROKER_USER, "broker_password": self._broker_password()}
+        text = TEMPLATE.read_text() + (SCRAM_TEMPLATE.read_text() if self.scram_users else "")
         config = self.root / "server.properties"
-        config.write_text(text)
+        config.touch(mode=0o600)  # it may hold the broker's own SCRAM password
+        config.write_text(re.sub(r"\$\{(\w+)\}", lambda m: str(values[m.group(1)]), text))
         return config
+
+    def _broker_password(self) -> str:
+        """The broker's own SCRAM password: made once, kept beside the data like the cluster id."""
+        path = self.root / "broker.secret"
+        if self.scram_users and not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_hex(16))
+        return path.read_text() if path.exists() else ""
+
+    def _scram_credentials(self) -> list[str]:
+        users = {BROKER_USER: self._broker_password(), **(self.scram_users or {})} if self.scram_users else {}
+        return [f"--add-scram={SCRAM}=[name={user},password={password}]" for user, password in users.items()]
+
+    def client_kwargs(self) -> dict:
+        """kafka-python keyword arguments of the broker's own identity (its readiness probe)."""
+        if not self.scram_users:
+            return {}
+        return {"security_protocol": "SASL_PLAINTEXT", **sasl_kwargs(SCRAM, BROKER_USER, self._broker_password())}
 
     def _java(self, libs: Path, main: str, *args: str, check: bool = False):
         command = ["java", *JAVA_HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true",
@@ -160,7 +186,7 @@ class LocalBroker:
             if process.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 raise UserError(f"the broker exited with code {process.returncode}; see {self.log_file}")
-            if port_open(self.port) and _metadata_ready(self.bootstrap_servers):
+            if port_open(self.port) and _metadata_ready(self.bootstrap_servers, self.client_kwargs()):
                 return
             time.sleep(0.3)
         self.stop()
@@ -188,14 +214,14 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
-def _metadata_ready(bootstrap_servers: str) -> bool:
+def _metadata_ready(bootstrap_servers: str, credentials: dict) -> bool:
     """The port opens before the broker has registered with its controller; ask for metadata."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000,
-                                 bootstrap_timeout_ms=3000)
+                                 bootstrap_timeout_ms=3000, **credentials)
     except (KafkaError, OSError, ValueError):
         return False
     try:

@@ -43,19 +43,21 @@ def paced(interactions: list[Interaction], rate: float | None = None,
         yield interaction
 
 
-def make_producer(bootstrap_servers: str, linger_ms: int = 10):
+def make_producer(settings, linger_ms: int = 10):
     from kafka import KafkaProducer
 
+    from shopguide.kafka_security import client_kwargs
+
     # Larger batches and a short linger: throughput matters more than per-event latency here.
-    return KafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=linger_ms, batch_size=256 * 1024,
-                         max_in_flight_requests_per_connection=5, acks=1)
+    return KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=linger_ms, batch_size=256 * 1024,
+                         max_in_flight_requests_per_connection=5, acks=1, **client_kwargs(settings))
 
 
 def produce(settings, events: Iterable[Event], total: int | None = None, progress: bool = True) -> int:
     """Send every event; returns how many were sent (all acknowledged by the broker)."""
     from tqdm import tqdm
 
-    producer = make_producer(settings.bootstrap_servers)
+    producer = make_producer(settings)
     sent = 0
     try:
         for event in tqdm(events, total=total, unit=" events", disable=not progress, smoothing=0.1):

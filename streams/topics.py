@@ -6,6 +6,7 @@ import dataclasses
 
 from shopguide.config import Settings
 from shopguide.errors import UserError
+from shopguide.kafka_security import client_kwargs
 
 
 def pipeline_topics(settings: Settings) -> list[str]:
@@ -23,7 +24,8 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
 
     names = names or pipeline_topics(settings)
     try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, bootstrap_timeout_ms=10000)
+        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, bootstrap_timeout_ms=10000,
+                                 **client_kwargs(settings))
     except KafkaError as exc:
         raise UserError(f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); "
                         "start one with `shopguide broker start`") from None
@@ -43,7 +45,8 @@ def delete_topics(settings: Settings, prefix: str) -> None:
     """Delete every topic whose name starts with `prefix` (a benchmark's own pipeline)."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, bootstrap_timeout_ms=10000)
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, bootstrap_timeout_ms=10000,
+                             **client_kwargs(settings))
     try:
         names = [name for name in admin.list_topics() if name.startswith(prefix)]
         if names:
@@ -72,7 +75,8 @@ def read_sessions(settings: Settings, timeout_ms: int = 3000) -> dict:
     from streams.sessions import Session
 
     consumer = KafkaConsumer(changelog_topic(settings), bootstrap_servers=settings.bootstrap_servers,
-                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=timeout_ms)
+                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=timeout_ms,
+                             **client_kwargs(settings))
     try:
         return {record.key: Session.unpack(record.value) for record in consumer if record.value is not None}
     finally:

@@ -15,12 +15,14 @@ class RecommendationWatcher:
     def __init__(self, settings, on_record=None):
         from kafka import KafkaConsumer
 
+        from shopguide.kafka_security import client_kwargs
+
         self.records: list[dict] = []
         self.latencies: list[float] = []
         self.on_record = on_record
         self.consumer = KafkaConsumer(settings.topic_recommendations, bootstrap_servers=settings.bootstrap_servers,
                                       group_id=f"watch-{uuid.uuid4().hex[:8]}", auto_offset_reset="latest",
-                                      enable_auto_commit=False, fetch_max_wait_ms=10)
+                                      enable_auto_commit=False, fetch_max_wait_ms=10, **client_kwargs(settings))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from shopguide.config import Settings
 from shopguide.errors import UserError
+from shopguide.kafka_security import client_kwargs
 from streams.events import RejectedEvent, decode
 
 POLL_MS = 500
@@ -32,7 +33,7 @@ class EventLog:
         try:
             self.consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
                                           enable_auto_commit=False, auto_offset_reset="earliest",
-                                          request_timeout_ms=30_000)
+                                          request_timeout_ms=30_000, **client_kwargs(settings))
         except KafkaError as exc:
             raise UserError(f"Kafka at {settings.bootstrap_servers}: {exc} (shopguide broker start)") from None
 
