@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shopguide.config import Settings
+from shopguide.stats import percentile
 from shopguide.extras import needs
 from console.stack import TOYS
 
@@ -56,8 +57,7 @@ class Stage:
     max_p99_s: float
 
     def percentile(self, q: float, of: str = "latencies") -> float:
-        ordered = sorted(getattr(self, of))
-        return ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000 if ordered else float("nan")
+        return percentile(getattr(self, of), q) * 1000
 
     @property
     def sustained(self) -> bool:

@@ -28,8 +28,9 @@ def to_event(interaction: Interaction, now: float) -> Event:
 
 def paced(interactions: list[Interaction], rate: float | None = None,
           speedup: float | None = None) -> Iterator[Interaction]:
-    """Yield at `rate` events/s, or at `speedup` times the data's own pace, or as fast as possible."""
-    start, first = time.monotonic(), interactions[0].timestamp if interactions else 0.0
+    """Yield at `rate` events/s, or at `speedup` times the data's own pace (`.timestamp`), or as
+    fast as possible."""
+    start, first = time.monotonic(), interactions[0].timestamp if speedup and interactions else 0.0
     for number, interaction in enumerate(interactions):
         if rate:
             due = start + number / rate

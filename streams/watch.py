@@ -19,6 +19,7 @@ class RecommendationWatcher:
 
         self.records: list[dict] = []
         self.latencies: list[float] = []
+        self.first_arrival: float | None = None  # time.monotonic() of the first record
         self.on_record = on_record
         self.consumer = KafkaConsumer(settings.topic_recommendations, bootstrap_servers=settings.bootstrap_servers,
                                       group_id=f"watch-{uuid.uuid4().hex[:8]}", auto_offset_reset="latest",
@@ -40,6 +41,8 @@ class RecommendationWatcher:
         while not self._stop.is_set():
             for batch in self.consumer.poll(timeout_ms=100).values():
                 arrived = time.time()
+                if self.first_arrival is None:
+                    self.first_arrival = time.monotonic()
                 for message in batch:
                     record = msgpack.unpackb(message.value, raw=False)
                     self.records.append(record)

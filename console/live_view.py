@@ -1,0 +1,93 @@
+"""What the storefront sees, kept for the live page: each recent shopper's newest items (read off
+the event topics) and the recommendation just sent to them (off `shop.recommendations`), with
+titles from the catalogue, and the pipeline's rates. One consumer thread, from the newest offsets."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+
+import msgpack
+
+from shopguide.catalogue import title
+from streams.events import RejectedEvent, decode
+
+RATE_WINDOW_S = 5.0
+
+
+class LiveView:
+    def __init__(self, settings, titles: dict[str, str], shoppers: int = 12, recent_items: int = 5):
+        from kafka import KafkaConsumer
+
+        from shopguide.kafka_security import client_kwargs
+
+        self.titles = titles
+        self.recommendations_topic = settings.topic_recommendations
+        self.shoppers_kept = shoppers
+        self.recent_items = recent_items
+        self.shoppers: OrderedDict[str, dict] = OrderedDict()
+        self.arrivals = {"events": deque(), "recommendations": deque()}
+        self.lock = threading.Lock()
+        self.consumer = KafkaConsumer(*settings.event_topics, settings.topic_recommendations,
+                                      bootstrap_servers=settings.bootstrap_servers,
+                                      group_id=f"live-{uuid.uuid4().hex[:8]}", auto_offset_reset="latest",
+                                      enable_auto_commit=False, fetch_max_wait_ms=50, **client_kwargs(settings))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "LiveView":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.consumer.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for batch in self.consumer.poll(timeout_ms=200).values():
+                with self.lock:
+                    for message in batch:
+                        self._take(message)
+
+    def _take(self, message) -> None:
+        now = time.time()
+        if message.topic == self.recommendations_topic:
+            self.arrivals["recommendations"].append(now)
+            self._recommended(msgpack.unpackb(message.value, raw=False), now)
+            return
+        self.arrivals["events"].append(now)
+        try:
+            event = decode(message.value)
+        except RejectedEvent:
+            return
+        shopper = self._shopper(str(event.user))
+        shopper["items"] = (shopper["items"] + [title(self.titles, item) for item in event.items])[-self.recent_items:]
+
+    def _recommended(self, record: dict, now: float) -> None:
+        shopper = self._shopper(str(record["user"]))
+        shopper["recommended"] = {
+            "items": [title(self.titles, item) for item in record["items"]],
+            "source": record["source"], "model_version": record["model_version"],
+            "latency_ms": round((now - record["produced_time"]) * 1000),
+        }
+
+    def _shopper(self, user: str) -> dict:
+        shopper = self.shoppers.pop(user, None) or {"user": user, "items": [], "recommended": None}
+        self.shoppers[user] = shopper  # newest last
+        while len(self.shoppers) > self.shoppers_kept:
+            self.shoppers.popitem(last=False)
+        return shopper
+
+    def snapshot(self) -> dict:
+        """Newest shoppers first, and events and recommendations per second over the last 5 s."""
+        with self.lock:
+            horizon = time.time() - RATE_WINDOW_S
+            rates = {}
+            for kind, arrivals in self.arrivals.items():
+                while arrivals and arrivals[0] < horizon:
+                    arrivals.popleft()
+                rates[kind] = round(len(arrivals) / RATE_WINDOW_S, 1)
+            return {"shoppers": [dict(s) for s in reversed(self.shoppers.values())], "rates": rates}
