@@ -23,6 +23,7 @@ DEPLOY = ROOT / "deploy"
 RULES = sorted((DEPLOY / "prometheus" / "rules").glob("*.yml"))
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
 COMPOSE = DEPLOY / "compose.yaml"
+TRITON_DOCKERFILE = DEPLOY / "triton.Dockerfile"
 KUBERNETES_VERSION = "1.32.0"
 REQUIRED_ALERTS = {"ShopguideConsumerLagGrowing", "ShopguideFallbackRatioHigh", "ShopguideDeadLetterSpike",
                    "ShopguideNoRecommendations", "ShopguideModelStale"}
@@ -154,7 +155,9 @@ def test_compose_file_structure():
     services, volumes = compose["services"], compose.get("volumes", {})
     images = {name: service.get("image", "") for name, service in services.items()}
     assert images["kafka"].startswith("apache/kafka:")
-    assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3", images["triton"])
+    triton_build = services["triton"]["build"]
+    assert (DEPLOY / triton_build["context"] / triton_build["dockerfile"]).resolve() == TRITON_DOCKERFILE
+    assert re.search(r"^ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3$", TRITON_DOCKERFILE.read_text(), re.M)
     assert images["prometheus"].startswith("prom/prometheus:") and images["grafana"].startswith("grafana/grafana:")
     assert all(":" in image and not image.endswith(":latest") for image in images.values())
     for name, target in (("worker", "worker"), ("finetune", "trainer")):
@@ -169,7 +172,7 @@ def test_compose_file_structure():
             source = volume.split(":")[0]
             assert source in volumes if not source.startswith(".") else (DEPLOY / source).exists(), (name, volume)
         for port in service.get("ports", []):
-            assert re.fullmatch(r"\d+:\d+", port), (name, port)
+            assert re.fullmatch(r"\$\{SHOPGUIDE_PUBLISH_ADDRESS:-127\.0\.0\.1\}:\d+:\d+", port), (name, port)
         assert set(service.get("depends_on", [])) <= services.keys(), name
     prometheus = services["prometheus"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
@@ -311,7 +314,7 @@ def test_k8s_roles_run_their_images(k8s_manifests):
     triton = images(objects["Deployment", "triton"]["spec"]["template"])
     assert worker == {"worker": expected["shopguide-worker"]}
     assert finetune == {"finetune": expected["shopguide-trainer"]}
-    assert triton["seed-repository"] == expected["shopguide-worker"]
+    assert triton == {"seed-repository": expected["shopguide-worker"], "triton": expected["shopguide-triton"]}
     everything = [image for pod in (worker, finetune, triton) for image in pod.values()]
     assert not [image for image in everything if image.startswith("shopguide")]
 
@@ -319,7 +322,7 @@ def test_k8s_roles_run_their_images(k8s_manifests):
 def test_compose_replicates_every_topic_three_times_with_two_in_sync():
     compose = yaml.safe_load(COMPOSE.read_text())
     brokers = {name: svc["environment"] for name, svc in compose["services"].items()
-               if svc["image"].startswith("apache/kafka:")}
+               if "KAFKA_NODE_ID" in svc.get("environment", {})}
     assert len(brokers) == 3
     for env in brokers.values():
         assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2" and env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
@@ -332,3 +335,203 @@ def test_k8s_workers_replicate_and_listen_beyond_loopback(k8s_manifests):
     config, = [doc for doc in yaml.safe_load_all(k8s_manifests)
                if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("shopguide-env")]
     assert config["data"]["SHOPGUIDE_REPLICATION"] == "3" and config["data"]["SHOPGUIDE_WORKER_HOST"] == "0.0.0.0"
+
+
+# Locked down: what is published, who talks to whom, how each container runs.
+
+PUBLISHED = {"kafka", "kafka-2", "kafka-3", "grafana"}
+INTERNAL_ONLY = {"kafka-users", "triton", "worker", "finetune", "prometheus"}
+# The flows of the architecture: (from, to, port); "kafka" and "prometheus" live outside the namespace.
+FLOWS = {("shopguide-worker", "kafka", 9093), ("shopguide-worker", "triton", 8001),
+         ("shopguide-finetune", "kafka", 9093), ("shopguide-finetune", "triton", 8001),
+         ("prometheus", "shopguide-worker", 6066), ("prometheus", "shopguide-finetune", 6067),
+         ("prometheus", "triton", 8002)}
+OUTSIDE = {"kafka/*": "kafka", "monitoring/prometheus": "prometheus"}  # namespace/pod -> the peer in FLOWS
+
+
+def compose_services() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def test_compose_publishes_only_the_storefront_listeners_and_grafana_on_loopback():
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    assert {name for name, service in services.items() if service.get("ports")} == PUBLISHED
+    resolved = yaml.safe_load(run(*compose_command(), "-f", str(COMPOSE), "config").stdout)["services"]
+    for name in PUBLISHED:
+        for port in resolved[name]["ports"]:
+            text = port if isinstance(port, str) else f"{port['host_ip']}:{port['published']}:{port['target']}"
+            assert text.startswith("127.0.0.1:"), (name, port)
+    for name in PUBLISHED - {"grafana"}:  # the published container port is the SASL listener
+        env = services[name]["environment"]
+        assert [port.split(":")[-1] for port in services[name]["ports"]] == ["29092"]
+        assert "HOST:SASL_PLAINTEXT" in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+        assert "HOST://:29092" in env["KAFKA_LISTENERS"].split(",")
+
+
+def test_compose_keeps_triton_prometheus_and_workers_on_the_internal_network():
+    compose = yaml.safe_load(COMPOSE.read_text())
+    assert compose["networks"]["internal"]["internal"] is True
+    for name in INTERNAL_ONLY:
+        assert compose["services"][name]["networks"] == ["internal"], name
+        assert "ports" not in compose["services"][name] and "expose" not in compose["services"][name], name
+
+
+def test_compose_grafana_takes_its_admin_password_from_a_secret_and_admits_no_anonymous():
+    compose = yaml.safe_load(COMPOSE.read_text())
+    grafana = compose["services"]["grafana"]
+    env = grafana["environment"]
+    secret = env["GF_SECURITY_ADMIN_PASSWORD__FILE"].removeprefix("/run/secrets/")
+    assert secret in grafana["secrets"] and "GF_SECURITY_ADMIN_PASSWORD" not in env
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    for name in compose["secrets"].values():
+        assert name["file"].startswith("./secrets/")
+    assert "/deploy/secrets/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_compose_prometheus_has_no_lifecycle_or_admin_api():
+    command = compose_services()["prometheus"]["command"]
+    assert not [flag for flag in command if flag.startswith(("--web.enable-lifecycle", "--web.enable-admin-api"))]
+
+
+def test_nothing_installs_from_the_network_at_start(k8s_manifests):
+    """The ONNX Runtime wheel comes from the derived Triton image, pinned; no container pip-installs."""
+    commands = [" ".join(map(str, service.get("command", []) + service.get("entrypoint", [])))
+                for service in compose_services().values()]
+    commands += [" ".join(c.get("command", []) + c.get("args", [])) for c in k8s_containers(k8s_manifests)]
+    assert not [command for command in commands if "pip " in command]
+    assert re.search(r"^ARG ONNXRUNTIME=onnxruntime-gpu==[\d.]+$", TRITON_DOCKERFILE.read_text(), re.M)
+    assert compose_services()["triton"]["image"].startswith("shopguide-triton:")
+
+
+def k8s_objects(manifests: str) -> list[dict]:
+    return list(yaml.safe_load_all(manifests))
+
+
+def k8s_pods(manifests: str) -> dict[str, dict]:
+    """Every pod template by its workload's name."""
+    pods = {}
+    for o in k8s_objects(manifests):
+        if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            pods[o["metadata"]["name"]] = o["spec"]["template"]
+        elif o["kind"] == "CronJob":
+            pods[o["metadata"]["name"]] = o["spec"]["jobTemplate"]["spec"]["template"]
+    return pods
+
+
+def k8s_containers(manifests: str) -> list[dict]:
+    return [c for pod in k8s_pods(manifests).values() for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]]
+
+
+def test_k8s_every_container_runs_locked_down(k8s_manifests):
+    pods = k8s_pods(k8s_manifests)
+    assert set(pods) == {"shopguide-worker", "shopguide-finetune", "triton"}
+    for name, pod in pods.items():
+        spec = pod["spec"]
+        pod_context = spec["securityContext"]
+        assert pod_context["runAsNonRoot"] is True and pod_context["runAsUser"] > 0, name
+        assert spec["automountServiceAccountToken"] is False, name
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            where = f"{name}/{container['name']}"
+            context = container["securityContext"]
+            seccomp = context.get("seccompProfile", pod_context.get("seccompProfile"))
+            assert seccomp == {"type": "RuntimeDefault"}, where
+            assert context.get("runAsUser", pod_context["runAsUser"]) > 0, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["capabilities"] == {"drop": ["ALL"]}, where
+            resources = container["resources"]
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= resources.get(kind, {}).keys(), (where, kind)
+
+
+def test_k8s_writable_paths_are_volumes(k8s_manifests):
+    """/tmp everywhere, the worker's home (Faust's data dir) and the fine-tune job's home (library
+    caches) are emptyDirs; only the fine-tune job and the seed step write the model repository."""
+    env = next(o for o in k8s_objects(k8s_manifests) if o["metadata"]["name"].startswith("shopguide-env"))["data"]
+    for name, pod in k8s_pods(k8s_manifests).items():
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        for container in pod["spec"]["containers"]:
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]["name"]], name
+            if name != "triton":
+                assert "emptyDir" in volumes[mounts[env["SHOPGUIDE_HOME"]]["name"]], name
+            models = mounts.get("/models")
+            assert models is None or models.get("readOnly", False) == (name == "triton"), name
+
+
+def test_k8s_kafka_settings_are_valid_and_their_files_mounted(k8s_manifests):
+    env = next(o for o in k8s_objects(k8s_manifests) if o["metadata"]["name"].startswith("shopguide-env"))["data"]
+    settings = Settings.from_env(env)  # the same checks as at start
+    assert settings.kafka_security_protocol == "SASL_SSL" and settings.kafka_sasl_mechanism.startswith("SCRAM-")
+    for name in ("shopguide-worker", "shopguide-finetune"):
+        pod = k8s_pods(k8s_manifests)[name]["spec"]
+        secrets = {v["name"] for v in pod["volumes"] if "secret" in v}
+        mounts = [m["mountPath"] for c in pod["containers"] for m in c["volumeMounts"] if m["name"] in secrets]
+        for path in (settings.kafka_sasl_password_file, settings.kafka_ca_file):
+            assert any(path.parent == Path(mount) for mount in mounts), (name, path)
+
+
+def policy_peer(peer: dict) -> str:
+    """A NetworkPolicy peer in FLOWS' terms; anything broader reads as what it is ("anywhere", ...)."""
+    if "ipBlock" in peer:
+        return peer["ipBlock"]["cidr"]
+    pod = peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name", "*")
+    if "namespaceSelector" not in peer:
+        return "anywhere" if not peer else pod
+    namespace = peer["namespaceSelector"].get("matchLabels", {}).get("kubernetes.io/metadata.name", "*")
+    return OUTSIDE.get(f"{namespace}/{pod}", f"{namespace}/{pod}")
+
+
+def policy_flows(manifests: str) -> tuple[set, set]:
+    """(allowed egress, allowed ingress) as (from, to, port) from the NetworkPolicies; DNS aside."""
+    egress, ingress = set(), set()
+    for policy in (o for o in k8s_objects(manifests) if o["kind"] == "NetworkPolicy"):
+        selected = policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
+        for rule in policy["spec"].get("egress", []):
+            ports = [p["port"] for p in rule.get("ports", [{"port": "any"}])]
+            egress |= {(selected, policy_peer(peer), port) for peer in rule.get("to", [{}]) for port in ports}
+        for rule in policy["spec"].get("ingress", []):
+            ports = [p["port"] for p in rule.get("ports", [{"port": "any"}])]
+            ingress |= {(policy_peer(peer), selected, port) for peer in rule.get("from", [{}]) for port in ports}
+    return egress, ingress
+
+
+def test_k8s_network_policies_allow_only_the_architectures_flows(k8s_manifests):
+    policies = {o["metadata"]["name"]: o["spec"] for o in k8s_objects(k8s_manifests) if o["kind"] == "NetworkPolicy"}
+    deny = policies["default-deny"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    dns, = policies["dns"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53} and policies["dns"]["policyTypes"] == ["Egress"]
+    egress, ingress = policy_flows(k8s_manifests)
+    inside = {"shopguide-worker", "shopguide-finetune", "triton"}
+    assert {flow for flow in egress if flow[0] in inside} | {flow for flow in ingress if flow[1] in inside} == FLOWS
+    # a flow between two pods of the namespace needs both sides: egress of one, ingress of the other
+    both_inside = {flow for flow in FLOWS if flow[0] in inside and flow[1] in inside}
+    assert both_inside <= egress and both_inside <= ingress
+    assert {flow for flow in FLOWS if flow[0] in inside and flow[1] not in inside} <= egress
+    assert {flow for flow in FLOWS if flow[0] not in inside} <= ingress
+
+
+def test_k8s_policy_ports_match_the_containers_and_settings(k8s_manifests):
+    env = next(o for o in k8s_objects(k8s_manifests) if o["metadata"]["name"].startswith("shopguide-env"))["data"]
+    kafka_ports = {int(server.rsplit(":", 1)[1]) for server in env["SHOPGUIDE_BOOTSTRAP_SERVERS"].split(",")}
+    assert kafka_ports == {port for _, peer, port in FLOWS if peer == "kafka"}
+    pods = k8s_pods(k8s_manifests)
+    for _, target, port in FLOWS:
+        if target in pods:
+            ports = {p["containerPort"] for c in pods[target]["spec"]["containers"] for p in c.get("ports", [])}
+            assert port in ports, (target, port)
+
+
+def test_worker_down_alert_counts_the_deployed_replicas_and_fires_on_absence():
+    """DNS discovery drops a dead worker's target: `up == 0` never fires, so the rule counts the
+    workers that answer against the replicas deployed in compose and Kubernetes."""
+    rules = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    expected = int(re.fullmatch(r'count\(up\{job="shopguide-worker"\} == 1\) < (\d+)', rules["ShopguideWorkerDown"].strip())[1])
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    replicas = {entry["name"]: entry["count"] for entry in kustomization["replicas"]}
+    assert expected == replicas["shopguide-worker"] == compose_services()["worker"]["deploy"]["replicas"]
+    assert rules["ShopguideWorkersGone"].strip() == 'absent(up{job="shopguide-worker"} == 1)'
+    assert "absent(" in rules["ShopguideTritonDown"]
