@@ -7,13 +7,19 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
+from shopguide.errors import UserError
+
 PAGE = resources.files("console").joinpath("live_page.html").read_bytes()
 
 
 class LivePage:
     def __init__(self, view, host: str = "127.0.0.1", port: int = 0):
         handler = type("Handler", (_Handler,), {"view": view})
-        self.server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise UserError(f"the live page cannot listen on {host}:{port} ({exc.strerror}); "
+                            "choose another port with --page-port") from None
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

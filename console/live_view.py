@@ -1,11 +1,11 @@
-"""What the storefront sees, kept for the live page: each recent shopper's newest items (read off
-the event topics) and the recommendation just sent to them (off `shop.recommendations`), with
-titles from the catalogue, and the pipeline's rates. One consumer thread, from the newest offsets."""
+"""What the storefront sees, kept for the live page: the shoppers who were just sent a
+recommendation (off `shop.recommendations`), newest first, each with their newest items (read off
+the event topics) and that recommendation, with titles from the catalogue, and the pipeline's
+rates. One consumer thread, from the newest offsets."""
 from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import OrderedDict, deque
 
 import msgpack
@@ -14,25 +14,22 @@ from shopguide.catalogue import title
 from streams.events import RejectedEvent, decode
 
 RATE_WINDOW_S = 5.0
+USERS_TRACKED = 10_000  # whose newest items are kept while their recommendation is on its way
 
 
 class LiveView:
     def __init__(self, settings, titles: dict[str, str], shoppers: int = 12, recent_items: int = 5):
-        from kafka import KafkaConsumer
-
-        from shopguide.kafka_security import client_kwargs
+        from streams.watch import tail_consumer
 
         self.titles = titles
         self.recommendations_topic = settings.topic_recommendations
         self.shoppers_kept = shoppers
         self.recent_items = recent_items
-        self.shoppers: OrderedDict[str, dict] = OrderedDict()
+        self.shoppers: OrderedDict[str, dict] = OrderedDict()  # just recommended, newest last
+        self.items: OrderedDict[str, list[str]] = OrderedDict()  # newest items of recently active users
         self.arrivals = {"events": deque(), "recommendations": deque()}
         self.lock = threading.Lock()
-        self.consumer = KafkaConsumer(*settings.event_topics, settings.topic_recommendations,
-                                      bootstrap_servers=settings.bootstrap_servers,
-                                      group_id=f"live-{uuid.uuid4().hex[:8]}", auto_offset_reset="latest",
-                                      enable_auto_commit=False, fetch_max_wait_ms=50, **client_kwargs(settings))
+        self.consumer = tail_consumer(settings, [*settings.event_topics, settings.topic_recommendations])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -63,23 +60,23 @@ class LiveView:
             event = decode(message.value)
         except RejectedEvent:
             return
-        shopper = self._shopper(str(event.user))
-        shopper["items"] = (shopper["items"] + [title(self.titles, item) for item in event.items])[-self.recent_items:]
+        user = str(event.user)
+        items = self.items.pop(user, [])
+        self.items[user] = (items + [title(self.titles, item) for item in event.items])[-self.recent_items:]
+        while len(self.items) > USERS_TRACKED:
+            self.items.popitem(last=False)
 
     def _recommended(self, record: dict, now: float) -> None:
-        shopper = self._shopper(str(record["user"]))
-        shopper["recommended"] = {
-            "items": [title(self.titles, item) for item in record["items"]],
-            "source": record["source"], "model_version": record["model_version"],
-            "latency_ms": round((now - record["produced_time"]) * 1000),
+        user = str(record["user"])
+        self.shoppers.pop(user, None)
+        self.shoppers[user] = {
+            "user": user, "items": list(self.items.get(user, [])),
+            "recommended": {"items": [title(self.titles, item) for item in record["items"]],
+                            "source": record["source"], "model_version": record["model_version"],
+                            "latency_ms": round((now - record["produced_time"]) * 1000)},
         }
-
-    def _shopper(self, user: str) -> dict:
-        shopper = self.shoppers.pop(user, None) or {"user": user, "items": [], "recommended": None}
-        self.shoppers[user] = shopper  # newest last
         while len(self.shoppers) > self.shoppers_kept:
             self.shoppers.popitem(last=False)
-        return shopper
 
     def snapshot(self) -> dict:
         """Newest shoppers first, and events and recommendations per second over the last 5 s."""

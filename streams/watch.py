@@ -4,36 +4,46 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import msgpack
+
+
+def tail_consumer(settings, topics: list[str], timeout_s: float = 30.0):
+    """A consumer holding every partition of `topics` from their current ends: assigned, not a
+    group member, so it reads from the moment it returns, without waiting for a group
+    coordinator (which a broker restarted on old data may take a while to offer)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from shopguide.kafka_security import client_kwargs
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                             fetch_max_wait_ms=10, **client_kwargs(settings))
+    deadline = time.monotonic() + timeout_s
+    partitions = []
+    for topic in topics:
+        while not (numbers := consumer.partitions_for_topic(topic)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        partitions += [TopicPartition(topic, n) for n in numbers or ()]
+    consumer.assign(partitions)
+    consumer.seek_to_end(*partitions)
+    for partition in partitions:
+        consumer.position(partition)  # fixes the end now, before anything is sent
+    return consumer
 
 
 class RecommendationWatcher:
     """Collects every recommendation pushed after it started; `on_record` sees each as it lands."""
 
     def __init__(self, settings, on_record=None):
-        from kafka import KafkaConsumer
-
-        from shopguide.kafka_security import client_kwargs
-
         self.records: list[dict] = []
         self.latencies: list[float] = []
         self.first_arrival: float | None = None  # time.monotonic() of the first record
         self.on_record = on_record
-        self.consumer = KafkaConsumer(settings.topic_recommendations, bootstrap_servers=settings.bootstrap_servers,
-                                      group_id=f"watch-{uuid.uuid4().hex[:8]}", auto_offset_reset="latest",
-                                      enable_auto_commit=False, fetch_max_wait_ms=10, **client_kwargs(settings))
+        self.consumer = tail_consumer(settings, [settings.topic_recommendations])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self, timeout_s: float = 30.0) -> "RecommendationWatcher":
-        """Start once the consumer holds its partitions, so nothing pushed after this is missed."""
-        deadline = time.monotonic() + timeout_s
-        while not self.consumer.assignment() and time.monotonic() < deadline:
-            self.consumer.poll(timeout_ms=200)
-        for partition in self.consumer.assignment():
-            self.consumer.position(partition)  # fixes "latest" now, before any event is sent
+    def start(self) -> "RecommendationWatcher":
         self._thread.start()
         return self
 
