@@ -142,9 +142,11 @@ def _model_list(args, settings) -> int:
     serving = server_state(settings.triton_grpc, settings.model_name).serving
     if not repository.versions():
         print(f"no versions in {repository.model_dir}")
+    verified = repository.verified()
     for version in repository.versions():
         meta = export_meta(repository.model_dir / str(version))
-        mark = "  <- Triton serves this" if version in serving else ""
+        mark = ", verified" if version in verified else ""
+        mark += "  <- Triton serves this" if version in serving else ""
         print(f"{version:>5}  {meta.get('num_items', '?')} items, top {meta.get('top_k')}, "
               f"max_len {meta.get('max_len')}{mark}")
     if repository.retired():

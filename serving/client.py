@@ -157,6 +157,11 @@ def reload(url: str, model_name: str, timeout_s: float = 120.0) -> list[int]:
         with grpcclient.InferenceServerClient(url) as client:
             client.load_model(model_name, client_timeout=timeout_s)
     except InferenceServerException as exc:
-        reason = (exc.message() or str(exc)).splitlines()[0]  # drop the model's Python traceback
-        raise UserError(f"Triton at {url} could not load {model_name}: {reason}") from None
+        raise UserError(f"Triton at {url} could not load {model_name}: {reason(exc)}") from None
     return server_state(url, model_name).serving
+
+
+def reason(exc: Exception) -> str:
+    """A Triton error's first line (drops the model's Python traceback)."""
+    message = exc.message() if hasattr(exc, "message") else ""
+    return (message or str(exc)).splitlines()[0]

@@ -5,12 +5,20 @@ a numbered, self-contained version directory beside them: model.py, model.onnx, 
 export.json. A rolled-back version moves to `<model>/retired/<N>`: Triton skips directories
 whose names are not numbers, and a version number is never handed out twice, so a
 recommendation's model version always names one model.
+
+A version that Triton loaded and that answered a probe before it got its number carries
+`verified.json` (serving/rollout.py). The live version is the newest verified one, and
+config.pbtxt pins it (`version_policy: specific`), so a restarted Triton loads it and never a
+newer version that was not verified. A repository that holds no verified version yet (a first
+model published before Triton ever ran) serves its newest version.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +28,13 @@ from shopguide.errors import UserError
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository" / "next_item"
 TEMPLATE_FILES = ("config.pbtxt", "model.py")
 EXPORT_FILES = ("item_index.json", "export.json")
-OPTIONAL_FILES = ("checkpoint.pt",)  # what trainer/job.py fine-tunes from, when the export has it
+# What trainer/job.py fine-tunes from, and the record of the run that made the version.
+OPTIONAL_FILES = ("checkpoint.pt", "finetune.json")
 RETIRED = "retired"
+VERIFIED = "verified.json"
+STAGING = ".publish-"
+POLICY = re.compile(r"^version_policy:.*$", re.MULTILINE)
+LATEST = "version_policy: { latest: { num_versions: 1 } }"
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,39 @@ class ModelRepository:
         versions = self.versions()
         return versions[-1] if versions else None
 
+    def verified(self) -> list[int]:
+        return [v for v in self.versions() if (self.model_dir / str(v) / VERIFIED).exists()]
+
+    def servable(self) -> list[int]:
+        """The versions that may serve: the verified ones, or all while none is."""
+        return self.verified() or self.versions()
+
+    def live(self) -> int | None:
+        """The version Triton is to serve: the newest servable one."""
+        servable = self.servable()
+        return servable[-1] if servable else None
+
+    def pinned(self) -> int | None:
+        """The version config.pbtxt pins, if it pins one."""
+        match = re.search(r"specific:\s*{\s*versions:\s*\[\s*(\d+)\s*\]", self._config_text())
+        return int(match.group(1)) if match else None
+
+    def pin(self) -> int | None:
+        """Point config.pbtxt at the live version (a repository with none verified: the newest);
+        returns the live version."""
+        live, path = self.live(), self.model_dir / "config.pbtxt"
+        policy = f"version_policy: {{ specific: {{ versions: [{live}] }} }}" if self.verified() else LATEST
+        text = self._config_text()
+        pinned = POLICY.sub(policy, text) if POLICY.search(text) else f"{text.rstrip()}\n{policy}\n"
+        if pinned != text:  # rewritten only on a change: Triton reloads a model whose files changed
+            tmp = path.with_name(f"{STAGING}config.tmp")
+            tmp.write_text(pinned)
+            os.replace(tmp, path)
+        return live
+
+    def _config_text(self) -> str:
+        return (self.model_dir / "config.pbtxt").read_text()
+
     def init(self, template: Path = TEMPLATE) -> None:
         """Give a new repository the model's config and code (an existing one is left alone)."""
         self.model_dir.mkdir(parents=True, exist_ok=True)
@@ -59,18 +105,38 @@ class ModelRepository:
         """Add the export as the newest version; returns its number. Keeps the newest `keep` (None: all)."""
         if keep is not None and keep < 1:
             raise UserError("keep must be at least 1")
-        self.init()
-        staging = self.model_dir / f".publish-{uuid.uuid4().hex}"
+        staging = self.stage(export_dir, int8)
         try:
-            _stage(Path(export_dir), staging, self.model_dir / "model.py", int8)
-            version = self._claim(staging)
+            version = self.claim(staging)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if keep is not None:
             self.prune(keep)
         return version
 
-    def _claim(self, staging: Path) -> int:
+    def stage(self, export_dir: Path, int8: bool = False) -> Path:
+        """The export's serving files in a new staging directory beside the versions (Triton
+        ignores it: not a number); `claim` makes it a version."""
+        self.init()
+        staging = self.model_dir / f"{STAGING}{uuid.uuid4().hex}"
+        try:
+            _stage(Path(export_dir), staging, self.model_dir / "model.py", int8)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return staging
+
+    def clean(self) -> list[Path]:
+        """Remove staging directories a killed publish left; returns them."""
+        leftovers = sorted(self.model_dir.glob(f"{STAGING}*")) if self.model_dir.is_dir() else []
+        for path in leftovers:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        return leftovers
+
+    def claim(self, staging: Path) -> int:
         """Rename the staged directory to the next free number: atomic, so Triton never sees half a
         version, and a concurrent publisher that took the number first makes us try the next."""
         version = max(self.versions() + self.retired(), default=0) + 1
@@ -84,12 +150,22 @@ class ModelRepository:
                 version += 1
 
     def rollback(self) -> int:
-        """Retire the newest version; returns the version that serves from now on."""
-        versions = self.versions()
-        if len(versions) < 2:
-            raise UserError(f"{self.model_dir} holds {len(versions)} version(s): nothing to roll back to")
-        self.retire(versions[-1])
-        return versions[-2]
+        """Retire the live version (and any newer one, never verified); returns the live one now."""
+        live = self.live()
+        if live is None or min(self.versions()) == live:
+            raise UserError(f"{self.model_dir} holds no version older than {live}: nothing to roll back to")
+        for version in self.versions():
+            if version >= live:
+                self.retire(version)
+        return self.live()
+
+    def retire_unverified(self) -> list[int]:
+        """Retire the versions newer than the live one: never verified, they must not serve."""
+        live = self.live()
+        newer = [v for v in self.versions() if live is not None and v > live]
+        for version in newer:
+            self.retire(version)
+        return newer
 
     def retire(self, version: int) -> None:
         retired = self.model_dir / RETIRED
@@ -97,13 +173,20 @@ class ModelRepository:
         os.rename(self.model_dir / str(version), retired / str(version))
 
     def prune(self, keep: int) -> list[int]:
-        """Delete all but the newest `keep` versions (and retired ones); returns the deleted."""
-        removed = self.versions()[:-keep]
+        """Delete all but the newest `keep` versions up to the live one (what is newer was never
+        verified and stays for `retire_unverified`), and all but `keep` retired ones; returns the deleted."""
+        live = self.live()
+        removed = [v for v in self.versions() if live is not None and v <= live][:-keep]
         for version in removed:
             shutil.rmtree(self.model_dir / str(version))
         for version in self.retired()[:-keep]:
             shutil.rmtree(self.model_dir / RETIRED / str(version))
         return removed
+
+
+def mark_verified(directory: Path, facts: dict) -> None:
+    """Record in a staged version that Triton loaded it and answered a probe (`facts`: how)."""
+    (Path(directory) / VERIFIED).write_text(json.dumps({"verified_at": time.time(), **facts}))
 
 
 def export_meta(directory: Path) -> dict:

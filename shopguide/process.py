@@ -65,3 +65,10 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def kill_point(step: str) -> None:
+    """Test hook: SIGKILL this process at `step` when SHOPGUIDE_TEST_KILL_AT names it (the crash
+    tests of the fine-tune job and the rollout, tests/test_finetune_kill.py)."""
+    if os.environ.get("SHOPGUIDE_TEST_KILL_AT") == step:
+        os.kill(os.getpid(), signal.SIGKILL)

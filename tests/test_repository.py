@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from serving.repository import TEMPLATE, ModelRepository
+from serving.repository import TEMPLATE, ModelRepository, mark_verified
 from shopguide.errors import UserError
 
 
@@ -85,3 +85,45 @@ def test_a_number_taken_by_a_concurrent_publisher_is_skipped(repository, tmp_pat
     monkeypatch.setattr(ModelRepository, "versions", lambda self: [1])  # ... after we listed versions
     assert repository.publish(export, keep=5) == 3
     assert (theirs / "model.onnx").read_text() == "theirs"
+
+
+def verified_publish(repository, export):
+    """A version as serving.rollout publishes it: marked verified before it gets its number."""
+    staging = repository.stage(export)
+    mark_verified(staging, {})
+    return repository.claim(staging)
+
+
+def test_the_live_version_is_the_newest_verified_one_and_config_pins_it(repository, tmp_path):
+    export = fake_export(tmp_path / "export")
+    repository.publish(export)
+    assert repository.live() == 1 and repository.pin() == 1 and repository.pinned() is None  # none verified yet
+    assert verified_publish(repository, export) == 2
+    repository.publish(export, keep=None)  # 3: never verified
+    assert repository.verified() == [2] and repository.live() == repository.pin() == repository.pinned() == 2
+    config = (repository.model_dir / "config.pbtxt").read_text()
+    assert "version_policy: { specific: { versions: [2] } }" in config and "latest" not in config.split("version_policy")[1]
+    assert repository.retire_unverified() == [3] and repository.retired() == [3]
+
+
+def test_rollback_goes_to_the_previous_verified_version_and_unpins_when_none_is_left(repository, tmp_path):
+    export = fake_export(tmp_path / "export")
+    repository.publish(export)
+    verified_publish(repository, export)
+    verified_publish(repository, export)
+    assert repository.rollback() == 2 and repository.pin() == 2
+    assert repository.rollback() == 1 and repository.pin() == 1 and repository.pinned() is None
+    assert (repository.model_dir / "config.pbtxt").read_text() == (TEMPLATE / "config.pbtxt").read_text()
+
+
+def test_prune_keeps_the_live_version_and_what_is_newer(repository, tmp_path):
+    export = fake_export(tmp_path / "export")
+    for _ in range(3):
+        verified_publish(repository, export)
+    repository.publish(export, keep=None)  # 4: never verified
+    assert repository.prune(2) == [1] and repository.versions() == [2, 3, 4]
+
+
+def test_clean_removes_what_a_killed_publish_left(repository, tmp_path):
+    staging = repository.stage(fake_export(tmp_path / "export"))
+    assert repository.clean() == [staging] and not staging.exists()

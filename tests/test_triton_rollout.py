@@ -1,13 +1,17 @@
 """Zero-downtime rollout: under a steady stream of requests, publishing a version, a version that
-fails to load, and a rollback cause no failed request."""
+fails to load, and a rollback cause no failed request; a restarted Triton serves the newest
+verified version, not a broken newer one."""
 import asyncio
 import shutil
 
 import pytest
 
 from serving.client import TritonClient, server_state
-from serving.rollout import publish, rollback
+from serving.repository import ModelRepository
+from serving.rollout import publish, recover, rollback
+from serving.triton import LocalTriton
 from shopguide.errors import UserError
+from tests.fixtures.triton import triton_settings
 
 pytestmark = pytest.mark.triton
 
@@ -59,7 +63,7 @@ def test_publish_a_failed_version_and_rollback_while_requests_flow(triton, tmp_p
             await asyncio.gather(*callers)
             await stream.client.close()
         assert serving == published > before  # numbers are never reused: others may have published
-        assert "failed to load" in failed
+        assert "failed its probe" in failed
         assert serving_after == restored == before
         assert min(flowed_publish, flowed_failure, flowed_rollback) > 0
         return stream, published
@@ -68,8 +72,32 @@ def test_publish_a_failed_version_and_rollback_while_requests_flow(triton, tmp_p
     assert stream.failures == []
     assert set(stream.versions) == {before, published}
     assert stream.versions[0] == stream.versions[-1] == before
-    assert triton.repository.retired()[-2:] == [published, published + 1]
+    assert triton.repository.retired()[-1] == published  # the broken export never got a number
+    assert max(triton.repository.versions()) < published
+    assert not list(triton.repository.model_dir.glob(".publish-*"))
     assert server_state(triton.url).serving == [before]
+
+
+def test_a_restarted_triton_serves_the_newest_verified_version(tiny_export, tmp_path):
+    settings = triton_settings(tmp_path)
+    models = ModelRepository(settings.model_repository, settings.model_name)
+    models.publish(tiny_export)  # a first version, before Triton ever ran: serves unverified
+    server = LocalTriton(settings)
+    server.start()
+    try:
+        verified, _ = publish(settings, tiny_export)
+        broken = models.publish(broken_export(tiny_export, tmp_path / "broken"), keep=None)  # by hand
+        server.stop()
+        server.start()
+        restarted = server_state(settings.triton_grpc).serving
+        done = recover(settings)
+        serving = server_state(settings.triton_grpc).serving
+    finally:
+        server.stop()
+    assert broken == verified + 1 == 3
+    assert restarted == serving == [verified]
+    assert models.pinned() == verified
+    assert done == ["retired version 3 (not verified)"] and models.retired() == [3]
 
 
 def _error_of(call):

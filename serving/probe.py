@@ -1,0 +1,100 @@
+"""Asking Triton to prove a model version before it may serve.
+
+`verify` loads a version's files (a staging directory, before the version has a number) into
+Triton as a model of their own, `<model>-probe`, sent in the load request itself: nothing on
+disk names it, so a restarted Triton never loads it and shop traffic never reaches it. It asks
+that model for the next items of a session made of the version's own items, checks the answer
+and unloads it. `ask` is the same request to any loaded model and version.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from serving.client import INPUT, OUTPUT_ITEMS, OUTPUT_SCORES, reason
+from shopguide.errors import UserError
+
+SUFFIX = "-probe"
+SERVED_FILES = ("model.py", "model.onnx", "item_index.json", "export.json")
+SESSION_ITEMS = 3
+LOAD_TIMEOUT_S = 120.0
+
+
+def probe_name(model_name: str) -> str:
+    return f"{model_name}{SUFFIX}"
+
+
+def verify(settings, directory: Path) -> dict:
+    """Load `directory`'s files as the probe model, ask it, unload it; what it answered."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    name = probe_name(settings.model_name)
+    config = _config_json(Path(directory).parent / "config.pbtxt", name)
+    files = {f"file:1/{file}": (Path(directory) / file).read_bytes() for file in SERVED_FILES}
+    try:
+        with grpcclient.InferenceServerClient(settings.triton_grpc) as client:
+            client.load_model(name, config=config, files=files, client_timeout=LOAD_TIMEOUT_S)
+            try:
+                return ask(client, name, 1, directory)
+            finally:
+                client.unload_model(name)
+    except InferenceServerException as exc:
+        raise UserError(f"the new version failed its probe in Triton at {settings.triton_grpc}: {reason(exc)}") from None
+
+
+def ask(client, name: str, version: int, directory: Path) -> dict:
+    """One request to `name` version `version`: a session of the version's first items and an
+    empty one; the answer must name that version and hold known items, best first."""
+    from tritonclient.grpc import InferInput
+
+    index = [str(item) for item in json.loads((Path(directory) / "item_index.json").read_text())]
+    session = index[:SESSION_ITEMS]
+    rows = np.array([[item.encode() for item in session], [b""] * len(session)], dtype=np.object_)
+    request = InferInput(INPUT, list(rows.shape), "BYTES")
+    request.set_data_from_numpy(rows)
+    result = client.infer(name, [request], model_version=str(version), client_timeout=LOAD_TIMEOUT_S)
+    items, scores = result.as_numpy(OUTPUT_ITEMS), result.as_numpy(OUTPUT_SCORES)
+    problem = _problem(items, scores, set(index), int(result.get_response().model_version), version)
+    if problem:
+        raise UserError(f"{name} version {version} answered the probe wrongly: {problem}")
+    return {"session": session, "answer": [item.decode() for item in items[0][:5]]}
+
+
+def unload(settings) -> None:
+    """Unload a probe model a killed publish left loaded (nothing when there is none)."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        with grpcclient.InferenceServerClient(settings.triton_grpc) as client:
+            if client.is_model_ready(probe_name(settings.model_name)):
+                client.unload_model(probe_name(settings.model_name))
+    except InferenceServerException:
+        pass
+
+
+def _problem(items, scores, known: set[str], answered: int, version: int) -> str | None:
+    if answered != version:
+        return f"version {answered} answered"
+    if items.shape != scores.shape or items.shape[0] != 2 or items.shape[1] < 1:
+        return f"items {list(items.shape)} and scores {list(scores.shape)} for 2 sessions"
+    if any(item.decode() not in known for item in items.ravel()):
+        return "items outside its item index"
+    if not all(math.isfinite(score) for score in scores.ravel()) or (np.diff(scores, axis=1) > 0).any():
+        return "scores not finite or not best first"
+    return None
+
+
+def _config_json(config_file: Path, name: str) -> str:
+    """The repository's config.pbtxt for the probe model: its own name, its one version."""
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse(config_file.read_text(), model_config_pb2.ModelConfig())
+    config.name = name
+    config.version_policy.latest.num_versions = 1
+    return json_format.MessageToJson(config, preserving_proto_field_name=True)
