@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+SEND_KINDS = ("changelog", "recommendation", "deadletter")
 
 
 class WorkerMetrics:
@@ -38,6 +39,8 @@ class WorkerMetrics:
                                    registry=registry)
         self.send_failures = Counter("shopguide_send_failures", "Sends Kafka refused or timed out (each attempt), "
                                      "by kind: changelog, recommendation, deadletter", ["kind"], registry=registry)
+        for kind in SEND_KINDS:  # a zero series per kind from the start: dashboards and alerts see 0, not nothing
+            self.send_failures.labels(kind)
         self.replayed = Counter("shopguide_events_already_applied",
                                 "Events read again after a crash or rebalance whose session already held them",
                                 registry=registry)

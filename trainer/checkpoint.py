@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,9 @@ class Checkpoint:
         if not path.is_file():
             raise UserError(f"{path}: no such checkpoint")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a file that is no checkpoint also draws torch's pickle warnings
+                warnings.simplefilter("ignore")
+                payload = torch.load(path, map_location="cpu", weights_only=True)
             model = NextItemModel(ModelArgs(**payload["model_args"]))
             model.load_state_dict(payload["state_dict"])
             model.eval()
