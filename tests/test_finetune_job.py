@@ -1,6 +1,7 @@
-"""The fine-tune job against the real broker and the real Triton: a run reads the new events,
-publishes a better version that Triton serves while requests keep flowing (none fails), commits
-its offsets; the next run reads only the events produced since and fine-tunes the new version."""
+"""The fine-tune job against the real broker, worker and Triton: a run reads the new events the
+worker has folded, publishes a better version that Triton serves while requests keep flowing
+(none fails), records its position; the next run reads only the events produced since and
+fine-tunes the new version; a run reads at most --max-events, and a backlog takes several."""
 import asyncio
 
 import pytest
@@ -11,9 +12,11 @@ from serving.rollout import rollback
 from console.cli import main
 from shopguide.metrics import FinetuneMetrics
 from streams.events import Event, encode, topic_for
+from tests.fixtures.worker import wait_for
 from tests.test_triton_rollout import Stream
 from trainer.eventlog import EventLog
 from trainer.finetune_config import FinetuneConfig
+from trainer.histories import fold_frontier, read_snapshot
 from trainer.job import CHECKPOINT, FinetuneJob, JobOptions
 from trainer.runs import RunLog
 
@@ -43,11 +46,29 @@ def produce(settings, events: list[Event], garbage: int = 0) -> None:
     producer.close()
 
 
+def wait_folded(settings) -> None:
+    """Until the worker has folded every event in the log into sessions (or dead-lettered it)."""
+    log = EventLog(settings, "shopguide-finetune-wait")
+
+    def folded():
+        partitions = log.partitions()
+        ends = log.consumer.end_offsets(list(partitions.values()))
+        frontier = fold_frontier(dict.fromkeys(partitions, 0), log.folded(), read_snapshot(settings))
+        return all(frontier[at] >= ends[tp] for at, tp in partitions.items())
+    try:
+        wait_for(folded, 120, "every event folded")
+    finally:
+        log.close()
+
+
 @pytest.fixture
-def job_settings(kafka_settings, triton):
+def job_settings(kafka_settings, triton, start_worker):
+    """Settings of the session's Triton and a worker of this test's own."""
     served = triton.settings
-    return kafka_settings(model_repository=served.model_repository, model_name=served.model_name,
-                          triton_grpc=served.triton_grpc, model_keep=5)
+    settings = kafka_settings(model_repository=served.model_repository, model_name=served.model_name,
+                              triton_grpc=served.triton_grpc, model_keep=5)
+    start_worker(settings).wait_assigned()
+    return settings
 
 
 def test_two_runs_publish_without_failed_requests_and_commit_offsets(job_settings, triton):
@@ -55,6 +76,7 @@ def test_two_runs_publish_without_failed_requests_and_commit_offsets(job_setting
     metrics = FinetuneMetrics(CollectorRegistry())
     first = new_item_events("w1", 60, 1.7e9)
     produce(settings, first, garbage=3)
+    wait_folded(settings)
     job = FinetuneJob(settings, JobOptions("shopguide-finetune-test", CONFIG, progress=False), metrics)
     published = []
     try:
@@ -62,7 +84,10 @@ def test_two_runs_publish_without_failed_requests_and_commit_offsets(job_setting
         carried = (triton.repository.model_dir / str(published[0]) / CHECKPOINT).exists()
         second = new_item_events("w2", 30, 1.8e9)
         produce(settings, second)
+        wait_folded(settings)
         record_2 = job.run_once()
+        lag, position = job.log.lag(job.runs.position()), job.runs.position()
+        mirrored = {at: job.log.consumer.committed(tp) for at, tp in job.log.partitions().items()}
         published.append(record_2.version)
     finally:
         job.close()
@@ -71,7 +96,7 @@ def test_two_runs_publish_without_failed_requests_and_commit_offsets(job_setting
     record_1 = RunLog(settings.home / "finetune" / "runs.jsonl").read()[0]
 
     assert record_1.outcome == "published" and record_1.live_version == before
-    assert record_1.events == len(first)  # the garbage was skipped, every accepted event read
+    assert record_1.events == len(first) and record_1.rejected == 3  # the garbage was skipped
     assert record_1.new_items == 10 and record_1.held_out == 30
     assert record_1.candidate["NDCG@20"] > record_1.live["NDCG@20"] == 0.0
     assert stream.failures == []
@@ -80,22 +105,44 @@ def test_two_runs_publish_without_failed_requests_and_commit_offsets(job_setting
     assert record_2.events == len(second)  # only what came after the first run's commit
     assert record_2.live_version == record_1.version and record_2.outcome == "published"
     assert carried  # the published version holds the checkpoint the next run starts from
-    assert EventLog(settings, "shopguide-finetune-test").lag() == 0
+    assert lag == 0 and record_2.committed
+    assert mirrored == {at: position.get(at) for at in mirrored}  # the group's offsets mirror the run log
     assert metrics.registry.get_sample_value("shopguide_finetune_runs_total", {"outcome": "published"}) == 2
     assert metrics.registry.get_sample_value("shopguide_finetune_published_version") == record_2.version
 
 
 def test_a_run_with_too_few_users_commits_nothing(job_settings, triton):
     produce(job_settings, new_item_events("few", 3, 1.7e9))
+    wait_folded(job_settings)
     job = FinetuneJob(job_settings, JobOptions("shopguide-finetune-few", CONFIG, progress=False))
     try:
         record = job.run_once()
-        lag = job.log.lag()
+        lag = job.log.lag(job.runs.position())
     finally:
         job.close()
-    assert record.outcome == "skipped" and record.events == 18
+    assert record.outcome == "skipped" and record.events == 18 and not record.committed
     assert lag == 18  # every event stays for the next run
-    assert triton.repository.latest() == record.live_version
+    assert triton.repository.live() == record.live_version
+
+
+def test_a_backlog_is_read_in_bounded_runs_each_committing_what_it_read(job_settings):
+    events = new_item_events("backlog", 40, 1.7e9)
+    produce(job_settings, events)
+    wait_folded(job_settings)
+    never_enough = FinetuneConfig(min_users=1000)  # every run skips: only a full window commits
+    job = FinetuneJob(job_settings, JobOptions("shopguide-finetune-backlog", never_enough, progress=False,
+                                               max_events=100))
+    try:
+        records = [job.run_once() for _ in range(3)]
+        lag = job.log.lag(job.runs.position())
+    finally:
+        job.close()
+    assert [r.events for r in records] == [100, 100, 40]
+    assert [r.committed for r in records] == [True, True, False]  # the last window was not full: it waits
+    assert lag == 40
+    for at in set(records[0].window) | set(records[1].window):  # the second window starts where the first ended
+        first, second = records[0].window.get(at), records[1].window.get(at)
+        assert not (first and second) or first[1] == second[0]
 
 
 def test_bad_every_is_a_one_line_error(capsys):

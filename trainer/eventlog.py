@@ -1,9 +1,12 @@
-"""The fine-tune job's view of the event log: the events accepted since its last committed offsets.
+"""The fine-tune job's view of the event log: a bounded window of events after its position.
 
-Its own consumer group (default `shopguide-finetune`) holds those offsets. Partitions are
-assigned by hand, not through a group join: one reader, no rebalance, and a run reads exactly up
-to the end offsets it saw when it started, so later events wait for the next run. Offsets move
-only when the caller commits (after a publish or a decided rejection).
+A run reads each source partition ("topic:partition") from its position (trainer/runs.py: where
+the last committed run stopped; before any, the consumer group's committed offset, else the
+oldest event) up to the end its caller sets (the fold frontier, trainer/histories.py), and at
+most `max_events` records in all: a backlog is caught up over several runs. Partitions are
+assigned by hand: one reader, no rebalance. Payloads get the worker's checks (`accept`); the
+ones it dead-letters are counted and skipped. The consumer group's offsets only mirror the run
+log's position, for lag monitors.
 """
 from __future__ import annotations
 
@@ -12,16 +15,57 @@ from dataclasses import dataclass, field
 from shopguide.config import Settings
 from shopguide.errors import UserError
 from shopguide.kafka_security import client_kwargs
-from streams.events import RejectedEvent, decode
+from streams.events import Event, RejectedEvent, decode, user_key
+from streams.sessions import source
 
 POLL_MS = 500
 
 
+def accept(key: bytes | None, payload: bytes | None) -> Event:
+    """The worker's checks of one record (streams.agents.SessionAgent.fold): the codec, then the
+    key every event topic is partitioned by. Raises RejectedEvent where the worker dead-letters."""
+    event = decode(payload)
+    if key != user_key(event.user):
+        raise RejectedEvent("key_mismatch")
+    return event
+
+
+@dataclass(frozen=True)
+class Read:
+    at: str  # source partition, "topic:partition"
+    offset: int
+    event: Event
+
+
 @dataclass
-class Batch:
-    events: list = field(default_factory=list)  # streams.events.Event, in log order per partition
-    rejected: int = 0  # payloads the codec refused (the worker dead-letters them)
-    ends: dict = field(default_factory=dict)  # TopicPartition -> the offset to commit after this batch
+class Window:
+    starts: dict[str, int]  # per source partition, the first offset of the window
+    ends: dict[str, int]  # ... and the offset after its last record
+    events: list[Read] = field(default_factory=list)  # the accepted events, in log order per partition
+    rejected: int = 0  # records the worker dead-letters
+    full: bool = False  # stopped at max_events with more to read
+
+    def spans(self) -> dict[str, list[int]]:
+        """[start, end) of each partition the window moved, for the run record."""
+        return {at: [self.starts[at], end] for at, end in self.ends.items() if end > self.starts[at]}
+
+
+def read_range(consumer, starts: dict, ends: dict):
+    """(partition, record) for every record from each partition's start offset up to its end,
+    partitions interleaved as the consumer fetches them."""
+    pending = {tp for tp in starts if ends[tp] > starts[tp]}
+    consumer.assign(list(pending))
+    consumer.resume(*pending)  # assigning the same partitions again keeps the earlier read's pauses
+    for tp in pending:
+        consumer.seek(tp, starts[tp])
+    while pending:
+        for tp, records in consumer.poll(timeout_ms=POLL_MS).items():
+            for record in records:
+                if record.offset < ends[tp]:
+                    yield tp, record
+            if consumer.position(tp) >= ends[tp]:
+                pending.discard(tp)
+                consumer.pause(tp)
 
 
 class EventLog:
@@ -37,65 +81,78 @@ class EventLog:
         except KafkaError as exc:
             raise UserError(f"Kafka at {settings.bootstrap_servers}: {exc} (shopguide broker start)") from None
 
-    def partitions(self) -> list:
+    def partitions(self) -> dict[str, object]:
+        """Source partition name -> TopicPartition, for every event topic."""
         from kafka import TopicPartition
 
-        found = []
-        for topic in self.settings.event_topics:
-            for number in sorted(self.consumer.partitions_for_topic(topic) or ()):
-                found.append(TopicPartition(topic, number))
-        return found
+        return {source(topic, number): TopicPartition(topic, number) for topic in self.settings.event_topics
+                for number in sorted(self.consumer.partitions_for_topic(topic) or ())}
 
-    def lag(self) -> int:
-        """Events in the log not yet committed by this group."""
+    def starts(self, position: dict[str, int]) -> dict[str, int]:
+        """Where the next window starts: the run log's position, else this group's committed
+        offset, else the oldest event; never before the oldest event still kept."""
+        partitions = self.partitions()
+        oldest = self.consumer.beginning_offsets(list(partitions.values()))
+        return {at: max(oldest[tp], position[at] if at in position else self.consumer.committed(tp) or 0)
+                for at, tp in partitions.items()}
+
+    def folded(self) -> dict[str, int]:
+        """Per source partition, the workers' committed offset: every event below it is in a
+        session the changelog has confirmed (or dead-lettered)."""
+        from kafka import KafkaConsumer
+
+        # Their group's offsets read by a consumer that never joins it (no subscribe).
+        workers = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=self.settings.worker_id,
+                                enable_auto_commit=False, **client_kwargs(self.settings))
+        try:
+            committed = {at: workers.committed(tp) for at, tp in self.partitions().items()}
+        finally:
+            workers.close()
+        return {at: offset for at, offset in committed.items() if offset is not None}
+
+    def lag(self, position: dict[str, int]) -> int:
+        """Events in the log past the position."""
         partitions = self.partitions()
         if not partitions:
             return 0
-        ends = self.consumer.end_offsets(partitions)
-        return sum(end - self._committed(tp) for tp, end in ends.items())
+        ends = self.consumer.end_offsets(list(partitions.values()))
+        starts = self.starts(position)
+        return sum(max(0, ends[tp] - starts[at]) for at, tp in partitions.items())
 
-    def read(self, progress=None) -> Batch:
-        """Every event from the committed offsets up to the end offsets as of now."""
+    def read(self, starts: dict[str, int], ends: dict[str, int], max_events: int, progress=None) -> Window:
+        """The records from `starts` up to `ends`, at most `max_events` of them."""
         partitions = self.partitions()
-        batch = Batch()
-        if not partitions:
-            return batch
-        self.consumer.assign(partitions)
-        batch.ends = self.consumer.end_offsets(partitions)
-        for tp in partitions:
-            self.consumer.seek(tp, self._committed(tp))
-        pending = {tp for tp in partitions if self.consumer.position(tp) < batch.ends[tp]}
-        while pending:
-            for tp, records in self.consumer.poll(timeout_ms=POLL_MS).items():
-                for record in records:
-                    if record.offset < batch.ends[tp]:
-                        self._take(record.value, batch)
-                        if progress is not None:
-                            progress.update(1)
-                if self.consumer.position(tp) >= batch.ends[tp]:
-                    pending.discard(tp)
-                    self.consumer.pause(tp)
-        self.consumer.resume(*partitions)
-        return batch
+        window = Window(dict(starts), dict(starts))
+        by_tp = {tp: at for at, tp in partitions.items()}
+        taken = 0
+        for tp, record in read_range(self.consumer, {tp: starts[at] for at, tp in partitions.items()},
+                                     {tp: ends[at] for at, tp in partitions.items()}):
+            if taken == max_events:
+                window.full = True
+                break
+            self._take(by_tp[tp], record, window)
+            taken += 1
+            if progress is not None:
+                progress.update(1)
+        else:
+            window.ends.update(ends)
+        return window
 
-    def commit(self, batch: Batch) -> None:
+    def commit(self, ends: dict[str, int]) -> None:
         from kafka.structs import OffsetAndMetadata
 
-        if batch.ends:
-            self.consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in batch.ends.items()})
+        partitions = self.partitions()
+        offsets = {partitions[at]: OffsetAndMetadata(end, "", -1) for at, end in ends.items() if at in partitions}
+        if offsets:
+            self.consumer.commit(offsets)
 
     def close(self) -> None:
         self.consumer.close()
 
-    def _committed(self, tp) -> int:
-        committed = self.consumer.committed(tp)
-        if committed is not None:
-            return committed
-        return self.consumer.beginning_offsets([tp])[tp]  # a new group starts at the oldest event
-
     @staticmethod
-    def _take(payload: bytes, batch: Batch) -> None:
+    def _take(at: str, record, window: Window) -> None:
+        window.ends[at] = record.offset + 1
         try:
-            batch.events.append(decode(payload))
+            window.events.append(Read(at, record.offset, accept(record.key, record.value)))
         except RejectedEvent:
-            batch.rejected += 1
+            window.rejected += 1

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shopguide.process import kill_point
 from trainer.checkpoint import Checkpoint
 from trainer.model import NextItemModel
 
@@ -50,10 +51,11 @@ def export(checkpoint: Path | str | Checkpoint, out_dir: Path | str, top_k: int 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     head = TopK(source.model.eval(), top_k).eval()
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
+    with tempfile.TemporaryDirectory(dir=out) as tmp, _quiet():  # in out: a killed export leaves nothing elsewhere
         raw = Path(tmp) / "raw.onnx"
         _to_onnx(head, raw)
         _optimise(raw, out / FP32)
+        kill_point("export")
         _quantise(out / FP32, out / INT8)
     source.index.save(out / "item_index.json")
     meta = {"top_k": head.top_k, "max_len": source.model.args.max_len, "num_items": len(source.index),

@@ -8,12 +8,14 @@ from shopguide.args import add_home_flag, add_kafka_flags
 from shopguide.errors import UserError
 from shopguide.extras import needs
 
-FINETUNE_HELP = """Read the events accepted since the last run from Kafka (consumer group --group), grow the
-item index for items never seen, fine-tune the newest model version in the repository within
---max-minutes, rank each user's last new event against all items with the candidate and with the
-live model, and publish the candidate (export, new repository version, Triton loads it while the
-old version keeps serving) only if its NDCG@20 is not worse. Offsets are committed after a publish
-or a rejection. Each run is appended to HOME/finetune/runs.jsonl and exported on --metrics-port."""
+FINETUNE_HELP = """Read the events since the last run from Kafka (at most --max-events, up to where the workers
+have folded them into sessions; each user's history from the session changelog), grow the item
+index for items never seen, fine-tune the live model version within --max-minutes, rank each
+held-out user's last new event against all items with the candidate and with the live model, and
+publish the candidate (export, Triton probes it, new repository version, Triton loads it while
+the old version keeps serving) only if its NDCG@20 is not worse. Each run is appended to
+HOME/finetune/runs.jsonl, which holds the position: a published or rejected run moves it past
+its events, exactly once even when a run is killed. Metrics on --metrics-port."""
 
 ONLINE_HELP = """Replay a data set in time order: train on the first --train-fraction of time, then for
 each later event recommend for that user (the list the pipeline would push) and score it against
@@ -25,13 +27,17 @@ file Triton serves). Writes online.md and online.png."""
 
 def register(commands, bench):
     from serving.cli import add_repository_flag, add_triton_flags
+    from trainer.finetune_config import MAX_EVENTS
 
     finetune = commands.add_parser("finetune", help="fine-tune the live model on new events; publish if not worse",
                                    description=FINETUNE_HELP)
     finetune.add_argument("--every", help="run again after N new events (500) or every duration (30s, 10m, 2h); "
                                           "default: run once")
     finetune.add_argument("--runs", type=int, help="with --every: stop after this many runs (default: never)")
-    finetune.add_argument("--group", default="shopguide-finetune", help="Kafka consumer group (default shopguide-finetune)")
+    finetune.add_argument("--group", default="shopguide-finetune",
+                          help="Kafka consumer group mirroring the position, for lag monitors (default shopguide-finetune)")
+    finetune.add_argument("--max-events", type=int, default=MAX_EVENTS,
+                          help=f"records read per run at most; a backlog takes several runs (default {MAX_EVENTS:,})")
     limit = finetune.add_mutually_exclusive_group()
     limit.add_argument("--max-minutes", type=float, default=5.0, help="training time per run (default 5)")
     limit.add_argument("--max-seconds", type=float, help="training time per run, in seconds")
@@ -95,14 +101,15 @@ def _finetune(args: argparse.Namespace, settings) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     minutes = args.max_seconds / 60.0 if args.max_seconds is not None else args.max_minutes
-    if minutes <= 0 or args.min_users < 1 or (args.runs is not None and args.runs < 1):
-        raise UserError("--max-minutes/--max-seconds, --min-users and --runs must be positive")
+    if minutes <= 0 or args.min_users < 1 or args.max_events < 1 or (args.runs is not None and args.runs < 1):
+        raise UserError("--max-minutes/--max-seconds, --min-users, --max-events and --runs must be positive")
     config = _config(args, minutes)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    job = FinetuneJob(settings, JobOptions(args.group, config, every, args.runs, args.int8), _metrics(args.metrics_port))
+    options = JobOptions(args.group, config, every, args.runs, args.int8, max_events=args.max_events)
+    job = FinetuneJob(settings, options, _metrics(args.metrics_port))
     try:
         records = job.run()
     finally:
