@@ -2,8 +2,9 @@
 the background with its pid file and log under `<home>/triton`.
 
 Model control is explicit: Triton loads the model at start when a version exists, and `reload()`
-after a publish or rollback makes it load the newest version while the old one keeps serving;
-`version_policy: latest 1` in config.pbtxt then retires the old one. No request sees a gap.
+after a publish or rollback makes it load the live version (the one config.pbtxt pins, see
+serving/repository.py) while the old one keeps serving, then retires the old one. No request
+sees a gap.
 """
 from __future__ import annotations
 
@@ -110,6 +111,7 @@ class LocalTriton:
         if self.pid() is not None:
             raise UserError(f"Triton already runs from {self.root} (pid {self.pid()}); `shopguide triton stop` first")
         self.repository.init()
+        self.repository.pin()  # the newest verified version, even if a killed publish did not pin it
         ports = [split_address(self.settings.triton_grpc)[1], split_address(self.settings.triton_http)[1],
                  self.settings.triton_metrics_port]
         taken = [port for port in ports if port_open(port)]
