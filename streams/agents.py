@@ -107,13 +107,14 @@ class SessionAgent:
                 await self.reject(message, "processing_error", [("exception", type(exc).__name__.encode())])
         self.count(updates)
         self.guard.check()
-        for key, (session, partition) in sessions.items():
-            await self.outbox.put(Record("changelog", self.changelog, key, session.pack(), partition))
+        packed = {key: session.pack() for key, (session, _) in sessions.items()}
+        for key, (_, partition) in sessions.items():
+            await self.outbox.put(Record("changelog", self.changelog, key, packed[key], partition))
         if updates:
             await self.sink(updates)
         await self.outbox.confirm()
         for key, (session, partition) in sessions.items():
-            self.store.put(partition, key, session.pack())
+            self.store.put(partition, key, packed[key])
             self.seen_at[key] = session.last_seen
 
     def fold(self, message, sessions: dict) -> SessionUpdate:
