@@ -109,12 +109,7 @@ def _stage(settings, watcher, clicks, rate: float, seconds: float, drain: float,
     generator does not share an interpreter (and its lock) with the consumer taking the time."""
     first = len(watcher.records)
     count = int(rate * seconds)
-    context = multiprocessing.get_context("spawn")
-    result = context.Queue()
-    storefront = context.Process(target=_offer, args=(settings, list(itertools.islice(clicks, count)), rate, result))
-    storefront.start()
-    offered = result.get(timeout=2 * seconds + 60)  # raises queue.Empty if the storefront died
-    storefront.join()
+    offered = offer(settings, list(itertools.islice(clicks, count)), rate)
     watcher.wait_for(first + count, drain)
     records = watcher.records[first:first + count]
     stage = Stage(rate, offered, count, len(watcher.records) - first, watcher.latencies[first:first + count],
@@ -124,6 +119,18 @@ def _stage(settings, watcher, clicks, rate: float, seconds: float, drain: float,
           f"p99 {stage.percentile(0.99):,.0f} ms")
     watcher.wait_for(first + count, 60)  # let a backlog clear before the next stage
     return stage
+
+
+def offer(settings: Settings, clicks: list[tuple], rate: float) -> float:
+    """Send `clicks` ((user, item) pairs) at `rate` per second from a storefront process of its
+    own; returns the rate it achieved."""
+    context = multiprocessing.get_context("spawn")
+    result = context.Queue()
+    storefront = context.Process(target=_offer, args=(settings, clicks, rate, result))
+    storefront.start()
+    offered = result.get(timeout=2 * len(clicks) / rate + 60)  # raises queue.Empty if the storefront died
+    storefront.join()
+    return offered
 
 
 def _offer(settings: Settings, clicks: list[tuple], rate: float, result) -> None:
