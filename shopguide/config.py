@@ -59,6 +59,8 @@ class Settings:
     batch_max: int = _setting(1000, "SHOPGUIDE_BATCH_MAX", "events per agent batch (one Triton call each)",
                               between(1, TRITON_MAX_BATCH))
     batch_wait_s: float = _setting(0.01, "SHOPGUIDE_BATCH_WAIT", "longest wait to fill an agent batch (s)", SECONDS)
+    answer_cache: int = _setting(10_000, "SHOPGUIDE_ANSWER_CACHE",
+                                 "model answers kept for reuse while a history is unchanged (0: none)", between(0))
     session_timeout_s: float = _setting(30.0, "SHOPGUIDE_SESSION_TIMEOUT", "Kafka consumer session timeout (s)",
                                         SECONDS)
     heartbeat_s: float = _setting(3.0, "SHOPGUIDE_HEARTBEAT", "Kafka consumer heartbeat interval (s)", SECONDS)

@@ -31,6 +31,8 @@ class WorkerMetrics:
                                         buckets=LATENCY_BUCKETS, registry=registry)
         self.triton_batch = Histogram("shopguide_triton_batch_size", "Users in one Triton call",
                                       buckets=BATCH_BUCKETS, registry=registry)
+        self.inferences_saved = Counter("shopguide_inferences_saved", "Model answers reused instead of inferred: "
+                                        "a history answered earlier or in the same batch", registry=registry)
         self.lag = Gauge("shopguide_consumer_lag", "Messages behind the end of the partition",
                          ["topic", "partition"], registry=registry)
         self.sessions = Gauge("shopguide_session_table_size", "Users held in this worker's session table",

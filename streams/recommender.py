@@ -1,10 +1,11 @@
 """The recommendation stage: one recommendation per accepted event, pushed to the storefront topic.
 
-Plugged into the session agent as its sink: each agent batch becomes one Triton call for all the
-users in it (with a timeout), answers are mapped to what a shopper should see (nothing just
-bought, topped up with popular items), and each is sent to `shop.recommendations`. When Triton
-fails, the batch is answered from popularity (`source: fallback`) and Triton is tried again after
-a short pause, so model answers resume by themselves.
+Plugged into the session agent as its sink: each agent batch becomes at most one Triton call (with
+a timeout) for the distinct histories in it that no earlier answer covers (streams/answers.py);
+answers are mapped to what a shopper should see (nothing just bought, topped up with popular
+items), and each is sent to `shop.recommendations`. When Triton fails, the batch is answered from
+popularity (`source: fallback`) and Triton is tried again after a short pause, so model answers
+resume by themselves.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from serving.client import ServingError, TritonClient
 from shopguide.config import Settings
 from shopguide.metrics import WorkerMetrics
 from streams.agents import SessionUpdate
+from streams.answers import AnswerCache
 from streams.delivery import Outbox, Record
 from streams.popularity import Popularity
 
@@ -34,40 +36,51 @@ class Recommender:
         self.metrics = metrics
         self.client = client or TritonClient(settings.triton_grpc, settings.model_name)
         self.popularity = popularity or Popularity()
+        self.cache = AnswerCache(settings.answer_cache)
         self.retry_at = 0.0
         self.last_cause = "unavailable"
 
     async def __call__(self, updates: Sequence[SessionUpdate]) -> None:
         self.popularity.observe(item for update in updates for item in update.event.items)
-        answers, version, cause = await self.ask_model(updates)
-        for update, answer in zip(updates, answers):
+        answers, cause = await self.ask_model(updates)
+        for update, found in zip(updates, answers):
+            answer, version = found if found is not None else (None, None)
             source = "model" if answer is not None else "fallback"
             if answer is None:
                 self.metrics.fallbacks.labels(cause or "new_user").inc()
             items, scores = self.finalise(update, answer)
-            await self.send(update, items, scores, version if answer is not None else None, source)
+            await self.send(update, items, scores, version, source)
 
     async def ask_model(self, updates: Sequence[SessionUpdate]):
-        """Answers per update (None where popularity must answer), the version, the failure cause."""
-        wanted = [i for i, update in enumerate(updates) if update.session.items]
-        answers: list = [None] * len(updates)
-        if not wanted:
-            return answers, None, None
+        """(answer, version) per update (None where popularity must answer) and the failure cause.
+        One inference per distinct model input: a user's events in the batch all get the answer to
+        the user's newest history, and a history answered before is answered from the cache."""
+        newest = {update.key: update.session.items for update in updates if update.session.items}
+        found = {history: self.cache.get(history) for history in set(newest.values())}
+        missing = [history for history, answer in found.items() if answer is None]
+        self.metrics.inferences_saved.inc(sum(1 for update in updates if update.session.items) - len(missing))
+        cause = await self.infer(missing, found) if missing else None
+        return [found.get(newest.get(update.key)) for update in updates], cause
+
+    async def infer(self, histories: list, found: dict) -> str | None:
+        """One Triton call for `histories`; answers go into `found` and the cache. The failure cause."""
         if time.monotonic() < self.retry_at:
-            return answers, None, self.last_cause
+            return self.last_cause
         started = time.perf_counter()
         try:
-            found, version = await self.client.recommend([updates[i].session.items for i in wanted], self.timeout_s)
+            answers, version = await self.client.recommend(histories, self.timeout_s)
         except ServingError as failure:
             self.retry_at = time.monotonic() + RETRY_AFTER_S
             self.last_cause = failure.cause
-            return answers, None, failure.cause
+            return failure.cause
         self.metrics.triton_latency.observe(time.perf_counter() - started)
-        self.metrics.triton_batch.observe(len(wanted))
+        self.metrics.triton_batch.observe(len(histories))
         self.metrics.model_version.set(version)
-        for i, answer in zip(wanted, found):
-            answers[i] = answer
-        return answers, version, None
+        self.cache.confirm(version)
+        for history, answer in zip(histories, answers):
+            found[history] = (answer, version)
+            self.cache.put(history, answer, version)
+        return None
 
     def finalise(self, update: SessionUpdate, answer) -> tuple[list[str], list[float]]:
         """Never recommend what this shopper bought; pad with popular items up to k."""

@@ -1,0 +1,97 @@
+"""Reusing model answers: one inference per distinct history per batch, none for a history answered
+before, and nothing reused across a model version change or after a pause with no call."""
+import asyncio
+from types import SimpleNamespace
+
+from prometheus_client import CollectorRegistry
+
+from serving.client import ServingError
+from shopguide.metrics import WorkerMetrics
+from streams.answers import CONFIRM_S, AnswerCache
+from streams.recommender import Recommender
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_cache_forgets_on_a_new_version_a_pause_and_past_its_size():
+    clock = Clock()
+    cache = AnswerCache(2, clock)
+    cache.confirm(1)
+    for key in "abc":
+        cache.put(key, key.upper(), 1)
+    assert cache.get("a") is None and cache.get("c") == ("C", 1)  # least recently used went first
+    cache.put("x", "X", 2)  # an answer of a version no call has confirmed is not kept
+    assert cache.get("x") is None
+    cache.confirm(2)
+    assert cache.get("c") is None
+    cache.put("d", "D", 2)
+    clock.now += CONFIRM_S + 0.1
+    assert cache.get("d") is None
+
+
+class Triton:
+    """Answers each history with its last item; `version` is the model version it serves."""
+
+    def __init__(self):
+        self.calls, self.version, self.down = [], 1, False
+
+    async def recommend(self, sessions, timeout_s):
+        if self.down:
+            raise ServingError("unavailable", "down")
+        self.calls.append(list(sessions))
+        return [([str(items[-1])], [1.0]) for items in sessions], self.version
+
+
+def recommender(client, size=100):
+    settings = SimpleNamespace(recommend_k=1, triton_timeout_s=0.1, triton_grpc="127.0.0.1:1", model_name="m",
+                               topic_recommendations="recs", answer_cache=size)
+    return Recommender(settings, outbox=None, metrics=WorkerMetrics(CollectorRegistry()), client=client)
+
+
+def update(user, *items):
+    return SimpleNamespace(key=user.encode(), session=SimpleNamespace(items=tuple(items)))
+
+
+def ask(model, *updates):
+    return asyncio.run(model.ask_model(updates))
+
+
+def test_one_inference_per_history_and_none_for_an_unchanged_one():
+    triton = Triton()
+    model = recommender(triton)
+    answers, cause = ask(model, update("a", 1), update("b", 1), update("a", 1, 2), update("c"))
+    assert len(triton.calls) == 1 and sorted(triton.calls[0]) == [(1,), (1, 2)]
+    assert answers[0] == answers[2] == ((["2"], [1.0]), 1)  # a's events share the newest history's answer
+    assert answers[1] == ((["1"], [1.0]), 1) and answers[3] is None and cause is None
+    answers, _ = ask(model, update("a", 1, 2), update("d", 1))  # a search; d's history is b's
+    assert len(triton.calls) == 1 and answers[1] == ((["1"], [1.0]), 1)
+    assert model.metrics.inferences_saved._value.get() == 1 + 2
+
+
+def test_a_new_version_is_not_answered_from_the_old_ones_cache():
+    triton = Triton()
+    model = recommender(triton)
+    ask(model, update("a", 1))
+    triton.version = 2
+    answers, _ = ask(model, update("a", 1), update("b", 5))  # a's cached answer is version 1, b asks
+    assert answers[0][1] == 1 and answers[1][1] == 2
+    answers, _ = ask(model, update("a", 1))
+    assert answers[0][1] == 2 and len(triton.calls) == 3
+
+
+def test_cached_answers_serve_while_triton_is_down_only_until_unconfirmed():
+    triton = Triton()
+    model = recommender(triton)
+    model.cache.clock = clock = Clock()
+    ask(model, update("a", 1))
+    triton.down = True
+    answers, cause = ask(model, update("a", 1), update("b", 2))
+    assert answers[0] == ((["1"], [1.0]), 1) and answers[1] is None and cause == "unavailable"
+    clock.now += CONFIRM_S + 0.1
+    assert ask(model, update("a", 1))[0] == [None]
