@@ -1,9 +1,7 @@
 """Talking to Triton: the async recommendation client used inside the worker's event loop, and the
 small synchronous probes the launcher and the CLI use (state, reload).
 
-The wire contract is model_repository/next_item/config.pbtxt: input ITEMS (BYTES [batch, -1],
-shop ids oldest first, rows left-padded with empty strings), outputs ITEMS (BYTES [batch, top_k])
-and SCORES (FP32 [batch, top_k]).
+The wire contract (tensor names, padding) is serving/wire.py.
 """
 from __future__ import annotations
 
@@ -12,9 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-INPUT = "ITEMS"
-OUTPUT_ITEMS = "ITEMS"
-OUTPUT_SCORES = "SCORES"
+from serving.wire import REQUEST_ITEMS, RESPONSE_ITEMS, RESPONSE_SCORES, SHOP_PADDING, left_pad
+
 PROBE_TIMEOUT_S = 2.0
 RECONNECT_BACKOFF_MAX_MS = 1000
 
@@ -31,12 +28,7 @@ class ServingError(Exception):
 
 def encode(sessions: Sequence[Sequence]) -> np.ndarray:
     """Sessions of shop ids (str or int) -> a BYTES array, each row left-padded with b""."""
-    width = max((len(items) for items in sessions), default=0) or 1
-    rows = np.full((len(sessions), width), b"", dtype=np.object_)
-    for row, items in zip(rows, sessions):
-        if items:
-            row[width - len(items):] = [str(item).encode() for item in items]
-    return rows
+    return left_pad([[str(item).encode() for item in items] for items in sessions], fill=SHOP_PADDING, dtype=np.object_)
 
 
 def decode(items: np.ndarray, scores: np.ndarray) -> list[Recommendation]:
@@ -94,13 +86,13 @@ class TritonClient:
         from tritonclient.utils import InferenceServerException
 
         rows = encode(sessions)
-        request = InferInput(INPUT, list(rows.shape), "BYTES")
+        request = InferInput(REQUEST_ITEMS, list(rows.shape), "BYTES")
         request.set_data_from_numpy(rows)
         try:
             result = await self._connection().infer(self.model_name, [request], client_timeout=timeout_s)
         except InferenceServerException as exc:
             raise _serving_error(exc) from exc
-        answers = decode(result.as_numpy(OUTPUT_ITEMS), result.as_numpy(OUTPUT_SCORES))
+        answers = decode(result.as_numpy(RESPONSE_ITEMS), result.as_numpy(RESPONSE_SCORES))
         return answers, int(result.get_response().model_version)
 
     async def ready(self, timeout_s: float = PROBE_TIMEOUT_S) -> bool:

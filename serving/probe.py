@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.client import INPUT, OUTPUT_ITEMS, OUTPUT_SCORES, reason
+from serving.client import encode, reason
+from serving.wire import REQUEST_ITEMS, RESPONSE_ITEMS, RESPONSE_SCORES
 from shopguide.errors import UserError
 
 SUFFIX = "-probe"
@@ -53,11 +54,11 @@ def ask(client, name: str, version: int, directory: Path) -> dict:
 
     index = [str(item) for item in json.loads((Path(directory) / "item_index.json").read_text())]
     session = index[:SESSION_ITEMS]
-    rows = np.array([[item.encode() for item in session], [b""] * len(session)], dtype=np.object_)
-    request = InferInput(INPUT, list(rows.shape), "BYTES")
+    rows = encode([session, []])
+    request = InferInput(REQUEST_ITEMS, list(rows.shape), "BYTES")
     request.set_data_from_numpy(rows)
     result = client.infer(name, [request], model_version=str(version), client_timeout=LOAD_TIMEOUT_S)
-    items, scores = result.as_numpy(OUTPUT_ITEMS), result.as_numpy(OUTPUT_SCORES)
+    items, scores = result.as_numpy(RESPONSE_ITEMS), result.as_numpy(RESPONSE_SCORES)
     problem = _problem(items, scores, set(index), int(result.get_response().model_version), version)
     if problem:
         raise UserError(f"{name} version {version} answered the probe wrongly: {problem}")

@@ -1,8 +1,8 @@
 """Model versions in a Triton model repository: publish, list, roll back, keep the newest N.
 
 `<root>/<model>/` holds config.pbtxt and model.py (the template, kept in git). Each publish writes
-a numbered, self-contained version directory beside them: model.py, model.onnx, item_index.json,
-export.json. A rolled-back version moves to `<model>/retired/<N>`: Triton skips directories
+a numbered, self-contained version directory beside them: model.py, wire.py (serving/wire.py: the
+tensor names and padding model.py uses), model.onnx, item_index.json, export.json. A rolled-back version moves to `<model>/retired/<N>`: Triton skips directories
 whose names are not numbers, and a version number is never handed out twice, so a
 recommendation's model version always names one model.
 
@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving import wire
 from shopguide.errors import UserError
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository" / "next_item"
@@ -217,6 +218,7 @@ def _stage(export_dir: Path, staging: Path, model_code: Path, int8: bool) -> Non
         raise UserError(f"{export_dir} is not a model export (no {', '.join(missing)}); `shopguide export` makes one")
     staging.mkdir()
     shutil.copy2(model_code, staging / "model.py")
+    shutil.copy2(wire.__file__, staging / "wire.py")
     shutil.copy2(onnx, staging / "model.onnx")
     for name in EXPORT_FILES:
         shutil.copy2(export_dir / name, staging / name)

@@ -26,7 +26,7 @@ def test_publish_into_a_new_repository_brings_the_model_config_and_code(reposito
     assert version == 1
     assert (repository.model_dir / "config.pbtxt").read_text() == (TEMPLATE / "config.pbtxt").read_text()
     files = sorted(p.name for p in (repository.model_dir / "1").iterdir())
-    assert files == ["export.json", "item_index.json", "model.onnx", "model.py"]
+    assert files == ["export.json", "item_index.json", "model.onnx", "model.py", "wire.py"]
     assert (repository.model_dir / "1" / "model.py").read_text() == (TEMPLATE / "model.py").read_text()
 
 

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from serving.repository import export_meta
+from serving.wire import GRAPH_INPUT, left_pad
 
 
 @dataclass
@@ -50,7 +51,7 @@ def runtimes(checkpoint_path: Path, export_dir: Path, threads: int, top_k: int) 
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(str(export_dir / file), options, providers=["CPUExecutionProvider"])
-        found[name] = lambda ids, s=session: s.run(None, {"item_ids": ids})
+        found[name] = lambda ids, s=session: s.run(None, {GRAPH_INPUT: ids})
     if torch.cuda.is_available():
         gpu = TopK(Checkpoint.load(checkpoint_path).model.eval(), top_k).eval().cuda()
 
@@ -69,12 +70,7 @@ def requests(histories: list[list[int]], batch: int, max_len: int, count: int) -
     rng = np.random.default_rng(0)
     calls = []
     for _ in range(count):
-        rows = [histories[i][-max_len:] for i in rng.integers(0, len(histories), batch)]
-        width = max(len(r) for r in rows)
-        ids = np.zeros((batch, width), dtype=np.int64)
-        for row, items in enumerate(rows):
-            ids[row, width - len(items):] = items
-        calls.append(ids)
+        calls.append(left_pad([histories[i] for i in rng.integers(0, len(histories), batch)], max_len))
     return calls
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from shopguide import datasets
 from serving.repository import export_meta
+from serving.wire import GRAPH_INPUT, left_pad
 from trainer.finetune import Histories, fine_tune, user_sequences
 from trainer.finetune_config import FinetuneConfig
 
@@ -64,12 +65,8 @@ class OnnxRecommender:
         self.max_len = export_meta(export_dir)["max_len"]
 
     def recommend(self, histories: list[list[str]]) -> list[list[str]]:
-        rows = np.zeros((len(histories), self.max_len), dtype=np.int64)
-        for row, items in zip(rows, histories):
-            known = [self.model_ids[i] for i in items if i in self.model_ids][-self.max_len:]
-            if known:
-                row[self.max_len - len(known):] = known
-        top_ids, _ = self.session.run(None, {"item_ids": rows})
+        rows = left_pad([[self.model_ids[i] for i in items if i in self.model_ids] for items in histories], self.max_len)
+        top_ids, _ = self.session.run(None, {GRAPH_INPUT: rows})
         return [list(ids) for ids in self.shop_ids[top_ids[:, :TOP]]]
 
 

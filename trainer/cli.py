@@ -50,8 +50,7 @@ def register(commands, bench):
         "export", help="write the ONNX serving files of a checkpoint",
         description="Write model.onnx (fp32, ONNX Runtime graph-optimised, top-k inside the graph), "
                     "model.int8.onnx (dynamic int8 quantisation), item_index.json and export.json. "
-                    "Input item_ids int64 [batch, seq_len], left-padded with 0; outputs top_ids int64 "
-                    "and top_scores float32 [batch, top_k].")
+                    "Tensor names and padding: serving/wire.py.")
     export.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint.pt from `shopguide train`")
     export.add_argument("--out", type=Path, required=True, help="directory for the serving files")
     export.add_argument("--top-k", type=int, default=20,

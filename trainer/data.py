@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from serving import wire
 from shopguide import datasets
 from trainer.item_index import PADDING, ItemIndex
 
@@ -78,14 +79,8 @@ def training_prefixes(sequences: Sequence[list[int]], max_len: int) -> list[list
 
 
 def left_pad(sequences: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
-    """[batch, length] int64, left-padded with 0; length = the longest (capped) sequence."""
-    length = max(1, min(max_len, max((len(s) for s in sequences), default=1)))
-    out = torch.full((len(sequences), length), PADDING, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        tail = list(seq)[-length:]
-        if tail:
-            out[row, length - len(tail):] = torch.tensor(tail, dtype=torch.long)
-    return out
+    """[batch, length] int64 (serving/wire.py's padding); length = the longest sequence, at most max_len."""
+    return torch.from_numpy(wire.left_pad(sequences, max_len))
 
 
 def training_batches(windows: list[list[int]], batch_size: int, rng: random.Random, last_only: bool = False

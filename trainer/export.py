@@ -6,9 +6,9 @@ Writes into out_dir:
 - item_index.json   the model id -> shop id list (position i holds model id i + 1)
 - export.json       top_k, max_len, num_items and the checkpoint's description
 
-Graph I/O: input `item_ids` int64 [batch, seq_len] (both dynamic, left-padded with 0; histories
-longer than max_len are cut to their newest max_len items inside the graph); outputs `top_ids`
-int64 [batch, top_k] (model ids, never padding) and `top_scores` float32 [batch, top_k].
+Graph I/O (names in serving/wire.py): input int64 [batch, seq_len] (both dynamic, left-padded with
+0; histories longer than max_len are cut to their newest max_len items inside the graph); outputs
+the top_k model ids int64 [batch, top_k] (never padding) and their scores float32 [batch, top_k].
 """
 from __future__ import annotations
 
@@ -22,12 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from serving.wire import GRAPH_INPUT, GRAPH_OUTPUTS
 from shopguide.process import kill_point
 from trainer.checkpoint import Checkpoint
 from trainer.model import NextItemModel
 
-INPUT = "item_ids"
-OUTPUTS = ("top_ids", "top_scores")
 FP32 = "model.onnx"
 INT8 = "model.int8.onnx"
 
@@ -59,7 +58,7 @@ def export(checkpoint: Path | str | Checkpoint, out_dir: Path | str, top_k: int 
         _quantise(out / FP32, out / INT8)
     source.index.save(out / "item_index.json")
     meta = {"top_k": head.top_k, "max_len": source.model.args.max_len, "num_items": len(source.index),
-            "input": INPUT, "outputs": list(OUTPUTS), "files": {"fp32": FP32, "int8": INT8},
+            "input": GRAPH_INPUT, "outputs": list(GRAPH_OUTPUTS), "files": {"fp32": FP32, "int8": INT8},
             "source": str(checkpoint) if not isinstance(checkpoint, Checkpoint) else "",
             "checkpoint": source.describe()}
     (out / "export.json").write_text(json.dumps(meta, indent=2))
@@ -82,7 +81,7 @@ def _to_onnx(head: TopK, path: Path) -> None:
     example = torch.tensor([[0, 0, 1, 2], [3, 4, 5, 6]], dtype=torch.long) % head.model.num_ids
     batch, length = torch.export.Dim("batch"), torch.export.Dim("seq_len")
     with torch.no_grad():
-        program = torch.onnx.export(head, (example,), input_names=[INPUT], output_names=list(OUTPUTS),
+        program = torch.onnx.export(head, (example,), input_names=[GRAPH_INPUT], output_names=list(GRAPH_OUTPUTS),
                                     dynamic_shapes={"item_ids": {0: batch, 1: length}},
                                     dynamo=True, optimize=True, verbose=False)
     program.save(str(path))

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
-PADDING = 0
+from serving.wire import PADDING
 
 
 class ItemIndex:

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertEncoder
 
-PADDING = 0
+from serving.wire import PADDING
 NEG_INF = -1e9  # finite, so ONNX and quantised graphs stay free of inf arithmetic
 
 

@@ -1,18 +1,22 @@
 """Triton Python-backend model `next_item`: the next items for each user, in the shop's id space.
 
-Each version directory is self-contained: this file (copied at publish time), model.onnx,
-item_index.json (position i is model id i+1; 0 is padding) and export.json (top_k, max_len).
+Each version directory is self-contained: this file and wire.py (the tensor names and padding,
+serving/wire.py, both copied at publish time), model.onnx, item_index.json (position i is model
+id i+1; 0 is padding) and export.json (top_k, max_len).
 The whole dynamic batch goes through one ONNX Runtime `session.run`; a request that cannot be
 read gets an error response of its own, and the model never raises out of `execute`.
 """
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-PADDING = 0
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # one stub process per version: its own wire.py
+import wire  # noqa: E402
+
 WARMUP_BATCHES = (1, 64)
 
 
@@ -20,10 +24,6 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.input_name = config["input"][0]["name"]
-        outputs = {pb_utils.triton_string_to_numpy(o["data_type"]): o["name"] for o in config["output"]}
-        self.items_name = outputs[np.object_]
-        self.scores_name = outputs[np.float32]
 
         self.max_len = int(_read_json(version_dir / "export.json", "max_len")["max_len"])
         index = _read_json(version_dir / "item_index.json")
@@ -34,7 +34,6 @@ class TritonPythonModel:
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.session = ort.InferenceSession(str(version_dir / "model.onnx"), _session_options(config),
                                             providers=providers)
-        self.session_input = self.session.get_inputs()[0].name
         self._warm_up()
         pb_utils.Logger.log_info(
             f"next_item version {args['model_version']}: {len(index)} items, max_len {self.max_len}, "
@@ -47,13 +46,13 @@ class TritonPythonModel:
                 self._run(np.zeros((batch, width), dtype=np.int64))
 
     def _run(self, model_ids):
-        top_ids, top_scores = self.session.run(["top_ids", "top_scores"], {self.session_input: model_ids})
+        top_ids, top_scores = self.session.run(list(wire.GRAPH_OUTPUTS), {wire.GRAPH_INPUT: model_ids})
         return self.shop_ids[top_ids], top_scores.astype(np.float32)
 
     def _known(self, rows):
         """Each row's shop ids -> its newest max_len known model ids (unknown ids and padding drop out)."""
         if rows.ndim != 2:
-            raise ValueError(f"{self.input_name} must be [batch, items], got shape {list(rows.shape)}")
+            raise ValueError(f"{wire.REQUEST_ITEMS} must be [batch, items], got shape {list(rows.shape)}")
         return [[self.model_ids[item] for item in row if item in self.model_ids][-self.max_len:] for row in rows]
 
     def execute(self, requests):
@@ -61,7 +60,7 @@ class TritonPythonModel:
         sessions, owners = [], []
         for n, request in enumerate(requests):
             try:
-                rows = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+                rows = pb_utils.get_input_tensor_by_name(request, wire.REQUEST_ITEMS).as_numpy()
                 sessions.append(self._known(rows))
                 owners.append(n)
             except Exception as exc:  # a bad request must not fail its neighbours in the batch
@@ -72,7 +71,7 @@ class TritonPythonModel:
 
     def _answer(self, sessions, owners, responses):
         try:
-            items, scores = self._run(_left_pad([row for rows in sessions for row in rows]))
+            items, scores = self._run(wire.left_pad([row for rows in sessions for row in rows]))
         except Exception as exc:
             for n in owners:
                 responses[n] = _error(exc)
@@ -81,8 +80,8 @@ class TritonPythonModel:
         for n, rows in zip(owners, sessions):
             end = start + len(rows)
             responses[n] = pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor(self.items_name, items[start:end]),
-                pb_utils.Tensor(self.scores_name, scores[start:end]),
+                pb_utils.Tensor(wire.RESPONSE_ITEMS, items[start:end]),
+                pb_utils.Tensor(wire.RESPONSE_SCORES, scores[start:end]),
             ])
             start = end
 
@@ -110,16 +109,6 @@ def _session_options(config):
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
-
-
-def _left_pad(rows):
-    """As wide as the longest row, not max_len: the model places positions from the right, so the
-    answer is the same, and short sessions (most of them) cost far less."""
-    padded = np.full((len(rows), max(map(len, rows), default=0) or 1), PADDING, dtype=np.int64)
-    for n, row in enumerate(rows):
-        if row:
-            padded[n, padded.shape[1] - len(row):] = row
-    return padded
 
 
 def _error(exc):

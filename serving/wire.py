@@ -1,0 +1,42 @@
+"""The served model's contract in one place: tensor names and left padding.
+
+Two interfaces meet here. Triton's model `next_item` (config.pbtxt) takes shop ids and answers shop
+ids; inside it, the exported ONNX graph takes model ids and answers model ids. Histories are
+oldest first and left-padded, so the newest item is always the last column whatever the width.
+
+Numpy only, no project imports: each published version directory carries a copy of this file
+beside model.py, which Triton's Python backend runs without the project installed.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+# Triton model next_item (must match model_repository/next_item/config.pbtxt)
+REQUEST_ITEMS = "ITEMS"     # BYTES [batch, -1]: shop ids, left-padded with b""
+RESPONSE_ITEMS = "ITEMS"    # BYTES [batch, top_k]: shop ids, best first
+RESPONSE_SCORES = "SCORES"  # FP32 [batch, top_k]
+
+# ONNX graph (trainer/export.py)
+GRAPH_INPUT = "item_ids"                  # INT64 [batch, seq_len]: model ids, left-padded with PADDING
+GRAPH_OUTPUTS = ("top_ids", "top_scores")  # INT64 / FP32 [batch, top_k], best first
+PADDING = 0                               # the model id of no item
+SHOP_PADDING = b""
+
+
+def left_pad(rows: Sequence[Sequence], width: int | None = None, fill=PADDING, dtype=np.int64) -> np.ndarray:
+    """[len(rows), width] array: each row's newest `width` entries at the right end, `fill` before.
+
+    width defaults to the longest row, not the model's max_len: positions count from the right,
+    so the answer is the same and short histories (most of them) cost far less. It is at least
+    1, so a batch of empty histories (new shoppers) is still a valid input.
+    """
+    longest = max((len(row) for row in rows), default=0)
+    width = max(1, longest if width is None else min(width, longest))
+    padded = np.full((len(rows), width), fill, dtype=dtype)
+    for n, row in enumerate(rows):
+        tail = list(row)[-width:]
+        if tail:
+            padded[n, width - len(tail):] = tail
+    return padded

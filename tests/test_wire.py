@@ -1,0 +1,28 @@
+"""The served model's contract lives in serving/wire.py; config.pbtxt and the export must agree with it."""
+import re
+
+import numpy as np
+
+from serving import wire
+from serving.repository import TEMPLATE
+
+
+def test_config_names_the_tensors_wire_names():
+    config = (TEMPLATE / "config.pbtxt").read_text()
+    inputs = re.findall(r'input \[\s*{\s*name: "(\w+)"', config)
+    outputs = re.findall(r'name: "(\w+)"\s*data_type: (\w+)', config.split("output [", 1)[1])
+    assert inputs == [wire.REQUEST_ITEMS]
+    assert outputs == [(wire.RESPONSE_ITEMS, "TYPE_STRING"), (wire.RESPONSE_SCORES, "TYPE_FP32")]
+
+
+def test_left_pad_keeps_the_newest_items_at_the_right_end():
+    padded = wire.left_pad([[1, 2, 3], [], [4]], width=2)
+    assert padded.dtype == np.int64
+    assert padded.tolist() == [[2, 3], [0, 0], [0, 4]]
+
+
+def test_left_pad_is_as_wide_as_the_longest_row_and_never_empty():
+    assert wire.left_pad([[5], [6, 7]], width=50).shape == (2, 2)
+    assert wire.left_pad([[], []]).shape == (2, 1)
+    rows = wire.left_pad([[b"a"], []], fill=wire.SHOP_PADDING, dtype=np.object_)
+    assert rows.tolist() == [[b"a"], [b""]]
