@@ -1,44 +1,67 @@
-"""`shopguide bench e2e`: event-to-recommendation latency under a fixed offered load, and the
-highest rate the local stack sustains.
+"""`shopguide bench e2e`: the highest event rate the local stack sustains end to end, as a ratio
+of its parts' capacities measured in the same run, and event-to-recommendation latency at half
+that rate.
 
-Each stage offers clicks from the Toys sequences (users interleaved, items the model knows) at a
-fixed rate for a fixed time; latency is the recommendation's arrival at a storefront consumer
+First the parts alone, on the run's broker and Triton: the Faust pass-through agent (events/s)
+and the served model (users/s over the histories this run's events build). Then the pipeline:
+Toys clicks (users interleaved, items the model knows) with a share of searches (events that
+leave a history as it was), offered at fixed rates, fractions of the pass-through rate, from a
+storefront process of its own; latency is the recommendation's arrival at a storefront consumer
 minus its event's Kafka timestamp. A stage is sustained when the producer kept the rate, every
 recommendation arrived within the drain time after the last event, and p99 latency stayed under
---max-p99 (a backlog that only drains after the load stops is not keeping up).
+--max-p99 (a backlog that only drains after the load stops is not keeping up). The steps stop at
+the first stage not sustained; the latency stage follows at half the highest sustained rate.
 
 Every run starts from empty sessions on topics and a worker group of its own (deleted after), so
 figures do not depend on what earlier runs left in the broker.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import gc
 import itertools
 import multiprocessing
+import os
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from shopguide.args import path_arg
 from shopguide.config import Settings
+from shopguide.errors import UserError
 from shopguide.stats import percentile
 from shopguide.extras import needs
 from console.stack import TOYS
 
 STOREFRONT_LINGER_MS = 5  # a storefront batches its events this long: part of the measured latency
+SEARCH = "wooden toys"  # a search leaves the history, so the model's input, as it was
 
 
 def register(bench) -> None:
-    e2e = bench.add_parser("e2e", help="event-to-recommendation latency and highest sustained rate",
-                           description=__doc__)
-    e2e.add_argument("--rate", type=float, default=1000.0, help="offered load of the latency stage (default 1000/s)")
-    e2e.add_argument("--steps", type=float, nargs="*", default=[1500, 2000, 2500, 3000, 4000],
-                     help="rates tried for the highest sustained rate (default 1500 2000 2500 3000 4000)")
-    e2e.add_argument("--seconds", type=float, default=20.0, help="length of each stage (default 20 s)")
+    e2e = bench.add_parser("e2e", help="highest sustained event rate as a ratio of the parts' capacities, latency",
+                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e2e.add_argument("--steps", type=float, nargs="+", default=[0.4, 0.55, 0.7, 0.85, 1.0],
+                     help="offered rates for the highest sustained rate, as fractions of the run's pass-through "
+                          "rate (default 0.4 0.55 0.7 0.85 1.0)")
+    e2e.add_argument("--rate", type=float,
+                     help="offered load of the latency stage (default: half the highest sustained rate)")
+    e2e.add_argument("--searches", type=float, default=0.1,
+                     help="share of the offered events that are searches (default 0.1)")
+    e2e.add_argument("--seconds", type=float, default=10.0, help="length of each stage (default 10 s)")
     e2e.add_argument("--warmup", type=float, default=5.0,
-                     help="unreported seconds at --rate first: connections, topic metadata, caches (default 5)")
+                     help="unreported seconds at the first step's rate: connections, metadata, caches (default 5)")
     e2e.add_argument("--drain", type=float, default=5.0, help="grace after a stage for late answers (default 5 s)")
     e2e.add_argument("--max-p99", type=float, default=1.0, help="p99 latency (s) a sustained stage stays under (default 1)")
+    e2e.add_argument("--passthrough-events", type=int, default=40_000,
+                     help="events through the pass-through agent for its capacity (default 40000)")
+    e2e.add_argument("--triton-batch", type=int, default=32, help="users per call for Triton's capacity (default 32)")
+    e2e.add_argument("--triton-concurrency", type=int, default=2,
+                     help="calls in flight for Triton's capacity (default 2)")
+    e2e.add_argument("--profile", type=path_arg, metavar="DIR",
+                     help="profile the latency stage: CPU per process from /proc, py-spy samples of the worker "
+                          "and the model's stub into DIR (py-spy from PyPI, if installed)")
     e2e.add_argument("--train-minutes", type=float, default=10.0, help="training budget if no model is published")
     e2e.add_argument("--report", type=Path, default=Path("reports/bench-e2e.png"), help="plot path")
     e2e.set_defaults(handler=run)
@@ -55,6 +78,7 @@ class Stage:
     in_worker: list[float]  # event timestamp to the worker's send: the rest is delivery
     fallbacks: int  # answered from popularity, not the model
     max_p99_s: float
+    inferred: float = float("nan")  # histories sent to Triton per event: the rest reused an answer
 
     def percentile(self, q: float, of: str = "latencies") -> float:
         return percentile(getattr(self, of), q) * 1000
@@ -69,29 +93,81 @@ def run(args, settings: Settings) -> int:
     from shopguide.datasets import read
     from console.stack import local_stack
     from streams.topics import own_pipeline
-    from streams.watch import RecommendationWatcher
 
+    if not 0 <= args.searches < 1:
+        raise UserError(f"--searches {args.searches:g}: expected a share from 0 to below 1")
+    if min(args.steps + [args.seconds, args.passthrough_events, args.triton_batch, args.triton_concurrency]) <= 0:
+        raise UserError("--steps, --seconds, --passthrough-events, --triton-batch and --triton-concurrency must be positive")
     clicks = itertools.cycle([(i.user, i.item) for i in read(settings.data_dir / TOYS)])
     settings = own_pipeline(settings, f"bench-{uuid.uuid4().hex[:8]}")
     with local_stack(settings, args.train_minutes) as worker:
-        watcher = RecommendationWatcher(settings).start()
-        # The watcher keeps every record; full collections over them paused its thread for up to
-        # 150 ms, which showed up as delivery latency. Records hold no cycles: no collector needed.
-        gc.disable()
         try:
-            if args.warmup > 0:
-                print(f"warming up for {args.warmup:g} s")
-                _stage(settings, watcher, clicks, args.rate, args.warmup, args.drain, args.max_p99)
-            stages = [_stage(settings, watcher, clicks, rate, args.seconds, args.drain, args.max_p99)
-                      for rate in [args.rate, *args.steps]]
+            result = _measure(args, settings, worker, _with_searches(clicks, args.searches))
         finally:
-            gc.enable()
-            watcher.stop()
             worker.stop()
             _drop_pipeline(settings)
-    _print(stages)
-    _plot(stages, args.report)
+    _print(*result)
+    _plot(result[2], args.report)
     return 0
+
+
+def _measure(args, settings: Settings, worker, events):
+    """(capacities, latency stage, every stage, profile): the parts alone, then the pipeline."""
+    from console.bench_capacity import histories, passthrough_rate, triton_rate
+    from streams.watch import RecommendationWatcher
+
+    passthrough = passthrough_rate(settings, args.passthrough_events)
+    rates = [round(step * passthrough, -1) for step in sorted(args.steps)]
+    planned = list(itertools.islice(events, int((sum(rates) + max(rates)) * args.seconds)))
+    triton = triton_rate(settings, histories(planned, settings.session_length), args.triton_batch, args.seconds,
+                         args.triton_concurrency)
+    print(f"capacities: pass-through {passthrough:,.0f} events/s, Triton {triton['users_per_s']:,.0f} users/s")
+    events = itertools.chain(planned, events)
+    watcher = RecommendationWatcher(settings).start()
+    # The watcher keeps every record; full collections over them paused its thread for up to
+    # 150 ms, which showed up as delivery latency. Records hold no cycles: no collector needed.
+    gc.disable()
+    try:
+        if args.warmup > 0:
+            print(f"warming up for {args.warmup:g} s")
+            _stage(settings, watcher, events, rates[0], args.warmup, args.drain, args.max_p99, worker)
+        stages = []
+        for rate in rates:
+            stages.append(_stage(settings, watcher, events, rate, args.seconds, args.drain, args.max_p99, worker))
+            if not stages[-1].sustained:
+                break
+        best = max((s.target for s in stages if s.sustained), default=rates[0])
+        with _profiled(args.profile, settings, worker, args.seconds) as profile:
+            latency = _stage(settings, watcher, events, args.rate or best / 2, args.seconds, args.drain,
+                             args.max_p99, worker)
+    finally:
+        gc.enable()
+        watcher.stop()
+    return {"passthrough": passthrough, "triton": triton}, latency, stages, profile
+
+
+def _profiled(directory: Path | None, settings: Settings, worker, seconds: float):
+    if directory is None:
+        return contextlib.nullcontext()
+    from console.bench_profile import StageProfile, children
+    from serving.triton import LocalTriton
+    from streams.broker import LocalBroker
+
+    server = LocalTriton(settings).pid()
+    stubs = children(server) if server else []
+    parts = {"Kafka broker": LocalBroker(settings.home, settings.cache, 0, 0, settings.partitions).pid(),
+             "worker": worker.process.pid, "Triton server": server, "model stub": stubs[0] if stubs else None,
+             "storefront consumer (measuring)": os.getpid()}
+    return StageProfile(parts, directory, seconds)
+
+
+def _with_searches(clicks, share: float):
+    """`clicks`, with a search by the same user (item None) after about `share` of all events."""
+    every = round(1 / share) - 1 if share > 0 else 0
+    for n, (user, item) in enumerate(clicks, start=1):
+        yield user, item
+        if every and n % every == 0:
+            yield user, None
 
 
 def _drop_pipeline(settings: Settings) -> None:
@@ -104,12 +180,14 @@ def _drop_pipeline(settings: Settings) -> None:
     shutil.rmtree(settings.home / "worker" / settings.worker_id, ignore_errors=True)
 
 
-def _stage(settings, watcher, clicks, rate: float, seconds: float, drain: float, max_p99_s: float) -> Stage:
-    """Offer `rate` clicks/s for `seconds` from a storefront process of its own, so the load
+def _stage(settings, watcher, events, rate: float, seconds: float, drain: float, max_p99_s: float,
+           worker) -> Stage:
+    """Offer `rate` events/s for `seconds` from a storefront process of its own, so the load
     generator does not share an interpreter (and its lock) with the consumer taking the time."""
     first = len(watcher.records)
     count = int(rate * seconds)
-    offered = offer(settings, list(itertools.islice(clicks, count)), rate)
+    before = _work(worker)
+    offered = offer(settings, list(itertools.islice(events, count)), rate)
     watcher.wait_for(first + count, drain)
     records = watcher.records[first:first + count]
     stage = Stage(rate, offered, count, len(watcher.records) - first, watcher.latencies[first:first + count],
@@ -118,12 +196,21 @@ def _stage(settings, watcher, clicks, rate: float, seconds: float, drain: float,
     print(f"  {rate:>6,.0f}/s offered {offered:,.0f}/s: {stage.received:,}/{count:,} answered, "
           f"p99 {stage.percentile(0.99):,.0f} ms")
     watcher.wait_for(first + count, 60)  # let a backlog clear before the next stage
+    inferred, consumed = (after - earlier for after, earlier in zip(_work(worker), before))
+    stage.inferred = inferred / max(consumed, 1)
     return stage
 
 
+def _work(worker) -> tuple[float, float]:
+    """Histories the worker sent Triton, events it consumed: so far."""
+    samples = worker.samples()
+    return (sum(s.value for s in samples if s.name == "shopguide_triton_batch_size_sum"),
+            sum(s.value for s in samples if s.name == "shopguide_events_consumed_total"))
+
+
 def offer(settings: Settings, clicks: list[tuple], rate: float) -> float:
-    """Send `clicks` ((user, item) pairs) at `rate` per second from a storefront process of its
-    own; returns the rate it achieved."""
+    """Send `clicks` ((user, item) pairs; item None: a search) at `rate` per second from a
+    storefront process of its own; returns the rate it achieved."""
     context = multiprocessing.get_context("spawn")
     result = context.Queue()
     storefront = context.Process(target=_offer, args=(settings, clicks, rate, result))
@@ -146,22 +233,33 @@ def _offer(settings: Settings, clicks: list[tuple], rate: float, result) -> None
         delay = start + n / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        publish(producer, settings, Event("click", user, user, time.time(), items=(item,)))
+        event = Event("click", user, user, time.time(), items=(item,)) if item is not None else \
+            Event("search", user, user, time.time(), query=SEARCH)
+        publish(producer, settings, event)
     producer.flush()
     result.put(len(clicks) / (time.monotonic() - start))
     producer.close()
 
 
-def _print(stages: list[Stage]) -> None:
-    print(f"\n{'target/s':>9} {'offered/s':>10} {'answered':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
-          f"  {'in worker p50/p99':>17} {'fallbacks':>9}  sustained")
-    for s in stages:
-        print(f"{s.target:>9,.0f} {s.offered:>10,.0f} {s.received:>5,}/{s.sent:<6,} {s.percentile(0.5):>6,.1f} "
+def _print(capacities: dict, latency: Stage, stages: list[Stage], profile) -> None:
+    print(f"\n{'target/s':>9} {'offered/s':>10} {'answered':>13} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+          f"  {'in worker p50/p99':>17} {'fallbacks':>9} {'inferred':>8}  sustained")
+    for s in [*stages, latency]:
+        print(f"{s.target:>9,.0f} {s.offered:>10,.0f} {s.received:>6,}/{s.sent:<6,} {s.percentile(0.5):>8,.1f} "
               f"{s.percentile(0.95):>8,.1f} {s.percentile(0.99):>8,.1f}  "
-              f"{s.percentile(0.5, 'in_worker'):>8,.1f}/{s.percentile(0.99, 'in_worker'):<8,.1f} {s.fallbacks:>9,}  "
-              f"{'yes' if s.sustained else 'no'}")
-    best = max((s.target for s in stages if s.sustained), default=None)
-    print(f"highest sustained rate: {f'{best:,.0f} events/s' if best else 'none of the stages'}")
+              f"{s.percentile(0.5, 'in_worker'):>8,.1f}/{s.percentile(0.99, 'in_worker'):<8,.1f} {s.fallbacks:>9,} "
+              f"{s.inferred:>8.2f}  {'yes' if s.sustained else 'no'}")
+    passthrough, triton = capacities["passthrough"], capacities["triton"]
+    best = max((s.target for s in stages if s.sustained), default=0.0)
+    print(f"\ncapacities in this run: Faust pass-through {passthrough:,.0f} events/s; Triton "
+          f"{triton['users_per_s']:,.0f} users/s (micro-batches of {triton['batch']:.0f}, p50 {triton['p50_ms']:.1f} ms)")
+    bound = "at least " if stages[-1].sustained else ""  # every step sustained: the top one is a lower bound
+    print(f"highest sustained rate: {bound}{best:,.0f} events/s = {best / passthrough:.2f} x pass-through, "
+          f"{best / triton['users_per_s']:.2f} x Triton's users/s (goal >= 0.7 x pass-through)")
+    print(f"at {latency.target:,.0f} events/s ({latency.target / passthrough:.2f} x pass-through): "
+          f"p50 {latency.percentile(0.5):,.1f} ms, p99 {latency.percentile(0.99):,.1f} ms (goal p99 <= 100 ms)")
+    if profile is not None:
+        print(profile.report(latency.sent))
 
 
 def _plot(stages: list[Stage], path: Path) -> None:

@@ -10,16 +10,15 @@ from serving.client import ServingError, TritonClient, server_state
 from serving.repository import ModelRepository
 from shopguide.config import Settings
 from shopguide.errors import UserError
+from shopguide.stats import percentile
 
 
 def sample_sessions(items: list[str], users: int, max_len: int, rng: random.Random) -> list[list[str]]:
     return [rng.sample(items, rng.randint(1, min(max_len, len(items)))) for _ in range(users)]
 
 
-async def _measure(client: TritonClient, batch: int, seconds: float, concurrency: int, items: list[str],
-                   max_len: int) -> dict:
-    rng = random.Random(batch)
-    pool = [sample_sessions(items, batch, max_len, rng) for _ in range(16)]
+async def measure(client: TritonClient, pool: list[list[list[str]]], seconds: float, concurrency: int) -> dict:
+    """Calls of the micro-batches in `pool` (round robin), `concurrency` in flight, for `seconds`."""
     latencies, errors = [], 0
     deadline = time.perf_counter() + seconds
 
@@ -36,11 +35,10 @@ async def _measure(client: TritonClient, batch: int, seconds: float, concurrency
     started = time.perf_counter()
     await asyncio.gather(*(caller(n) for n in range(concurrency)))
     elapsed = time.perf_counter() - started
-    latencies.sort()
+    batch = sum(map(len, pool)) / len(pool)
     return {"batch": batch, "requests_per_s": len(latencies) / elapsed,
             "users_per_s": len(latencies) * batch / elapsed, "errors": errors,
-            "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
-            "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan")}
+            "p50_ms": 1000 * percentile(latencies, 0.5), "p99_ms": 1000 * percentile(latencies, 0.99)}
 
 
 async def _bench(settings: Settings, batches: list[int], seconds: float, concurrency: int, items, max_len) -> None:
@@ -49,8 +47,10 @@ async def _bench(settings: Settings, batches: list[int], seconds: float, concurr
         await client.recommend([items[:1]], timeout_s=10.0)  # connect before the clock starts
         print(f"{'batch':>6} {'requests/s':>11} {'users/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
         for batch in batches:
-            row = await _measure(client, batch, seconds, concurrency, items, max_len)
-            print(f"{row['batch']:>6} {row['requests_per_s']:>11.1f} {row['users_per_s']:>9.0f} "
+            rng = random.Random(batch)
+            pool = [sample_sessions(items, batch, max_len, rng) for _ in range(16)]
+            row = await measure(client, pool, seconds, concurrency)
+            print(f"{row['batch']:>6.0f} {row['requests_per_s']:>11.1f} {row['users_per_s']:>9.0f} "
                   f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['errors']:>7}")
     finally:
         await client.close()

@@ -74,28 +74,46 @@ def run_stream_bench(settings: Settings, count: int, bootstrap_given: bool, prof
 
 def _measure(settings: Settings, count: int, home: Path, profile_dir: Path | None) -> dict:
     from shopguide.process import free_port
-    from streams.replay import produce
-    from streams.topics import changelog_topic, ensure_topics
+    from streams.topics import changelog_topic
 
     suffix = uuid.uuid4().hex[:8]
     settings = dataclasses.replace(
         settings, home=home, topic_clicks=f"bench.clicks-{suffix}", topic_searches=f"bench.searches-{suffix}",
         topic_purchases=f"bench.purchases-{suffix}", topic_deadletter=f"bench.deadletter-{suffix}")
-    ensure_topics(settings)
-    print(f"producing {count:,} events")
-    produce(settings, synthetic_events(count), total=count)
-
-    results = {}
-    passthrough = dataclasses.replace(settings, worker_id=f"bench-passthrough-{suffix}")
-    ensure_topics(passthrough, [passthrough_topic(passthrough)])
-    print("(a) pass-through agent")
-    results["passthrough"] = _run(passthrough, ("-m", "streams.bench_stream"), passthrough_topic(passthrough),
-                                  count, home, profile_dir, "passthrough")
+    _produce(settings, count)
+    results = {"passthrough": run_passthrough(dataclasses.replace(settings, worker_id=f"bench-passthrough-{suffix}"),
+                                              count, profile_dir)}
     sessions = dataclasses.replace(settings, worker_id=f"bench-sessions-{suffix}", worker_port=free_port())
     print("(b) session agent")
     results["sessions"] = _run(sessions, ("-m", "console.cli", "worker"), changelog_topic(sessions),
                                count, home, profile_dir, "sessions", consumed=True)
     return results
+
+
+def measure_passthrough(settings: Settings, count: int) -> float:
+    """Pass-through events/s over `count` synthetic events, produced first into `settings`' own
+    event topics (the caller names and deletes them) on its broker."""
+    _produce(settings, count)
+    return run_passthrough(settings, count)
+
+
+def _produce(settings: Settings, count: int) -> None:
+    from streams.replay import produce
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings)
+    print(f"producing {count:,} events")
+    produce(settings, synthetic_events(count), total=count)
+
+
+def run_passthrough(settings: Settings, count: int, profile_dir: Path | None = None) -> float:
+    """Events/s of the pass-through agent over the `count` events in `settings`' event topics."""
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings, [passthrough_topic(settings)])
+    print("(a) pass-through agent")
+    return _run(settings, ("-m", "streams.bench_stream"), passthrough_topic(settings), count, Path(settings.home),
+                profile_dir, "passthrough")
 
 
 def _run(settings, command, output_topic, count, home, profile_dir, name, consumed=False) -> float:
@@ -122,7 +140,8 @@ def _run(settings, command, output_topic, count, home, profile_dir, name, consum
 def _written(settings, topic) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, **client_kwargs(settings))
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                             **client_kwargs(settings))
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         return sum(consumer.end_offsets(partitions).values()) if partitions else 0
