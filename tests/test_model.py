@@ -29,6 +29,13 @@ def test_left_padding_does_not_change_the_answer():
     torch.testing.assert_close(short, padded, rtol=1e-5, atol=1e-5)
 
 
+def test_the_answer_computes_only_the_newest_position_with_the_same_result():
+    torch.manual_seed(0)
+    model = NextItemModel(ModelArgs(num_ids=30, max_len=8, hidden=16, layers=3, heads=2)).eval()
+    ids = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8]])
+    torch.testing.assert_close(model.encode_newest(ids), model.encode(ids)[:, -1], rtol=1e-5, atol=1e-5)
+
+
 def test_longer_histories_keep_the_newest_max_len_items():
     model = _model()
     history = torch.arange(1, 13)[None]  # 12 items, max_len 8

@@ -57,14 +57,28 @@ class NextItemModel(nn.Module):
     def num_ids(self) -> int:
         return self.item_embedding.num_embeddings
 
-    def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """Hidden states [batch, length, hidden] of left-padded ids [batch, length]."""
+    def embed(self, item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first layer's input [batch, length, hidden] and the attention mask of left-padded ids."""
         item_ids = item_ids[:, -self.args.max_len:]
         length = item_ids.shape[1]
         positions = torch.arange(self.args.max_len - length, self.args.max_len, device=item_ids.device)
         x = self.item_embedding(item_ids) + self.position_embedding(positions)
-        x = self.dropout(self.norm(x))
-        return self.encoder(x, attention_mask=_attention_mask(item_ids, x.dtype)).last_hidden_state
+        return self.dropout(self.norm(x)), _attention_mask(item_ids, x.dtype)
+
+    def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """Hidden states [batch, length, hidden] of left-padded ids [batch, length]."""
+        x, mask = self.embed(item_ids)
+        return self.encoder(x, attention_mask=mask).last_hidden_state
+
+    def encode_newest(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """The newest position's hidden state [batch, hidden], equal to encode(...)[:, -1]: the last
+        layer computes that one position only (its query against every key), which is all an
+        answer needs."""
+        x, mask = self.embed(item_ids)
+        *lower, last = self.encoder.layer
+        for layer in lower:
+            x = layer(x, mask)
+        return _newest_output(last, x, mask)
 
     def score(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of every model id for each hidden state; padding can never win."""
@@ -73,7 +87,7 @@ class NextItemModel(nn.Module):
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Next-item scores [batch, num_ids] after each left-padded sequence."""
-        return self.score(self.encode(item_ids)[:, -1])
+        return self.score(self.encode_newest(item_ids))
 
     def loss(self, item_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Full-catalogue cross-entropy at the positions whose target is not padding."""
@@ -95,6 +109,22 @@ class NextItemModel(nn.Module):
             self.item_embedding = table
             self.args.num_ids = num_ids
         return added
+
+
+def _newest_output(layer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A BertLayer's output at the last position alone [batch, hidden] (same weights, same result)."""
+    attention = layer.attention.self
+    batch, heads, size = x.shape[0], attention.num_attention_heads, attention.attention_head_size
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        return t.view(batch, -1, heads, size).transpose(1, 2)
+
+    newest = x[:, -1:]
+    context = nn.functional.scaled_dot_product_attention(
+        split(attention.query(newest)), split(attention.key(x)), split(attention.value(x)),
+        attn_mask=mask[:, :, -1:], dropout_p=attention.dropout.p if layer.training else 0.0, scale=attention.scaling)
+    attended = layer.attention.output(context.transpose(1, 2).reshape(batch, 1, heads * size), newest)
+    return layer.feed_forward_chunk(attended)[:, 0]
 
 
 def _attention_mask(item_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
