@@ -254,8 +254,12 @@ def _print(capacities: dict, latency: Stage, stages: list[Stage], profile) -> No
     print(f"\ncapacities in this run: Faust pass-through {passthrough:,.0f} events/s; Triton "
           f"{triton['users_per_s']:,.0f} users/s (micro-batches of {triton['batch']:.0f}, p50 {triton['p50_ms']:.1f} ms)")
     bound = "at least " if stages[-1].sustained else ""  # every step sustained: the top one is a lower bound
-    print(f"highest sustained rate: {bound}{best:,.0f} events/s = {best / passthrough:.2f} x pass-through, "
-          f"{best / triton['users_per_s']:.2f} x Triton's users/s (goal >= 0.7 x pass-through)")
+    if best:
+        print(f"highest sustained rate: {bound}{best:,.0f} events/s = {best / passthrough:.2f} x pass-through, "
+              f"{best / triton['users_per_s']:.2f} x Triton's users/s (goal >= 0.7 x pass-through)")
+    else:
+        print(f"highest sustained rate: below {stages[0].target:,.0f} events/s = {stages[0].target / passthrough:.2f} "
+              f"x pass-through, the lowest step (goal >= 0.7 x pass-through)")
     print(f"at {latency.target:,.0f} events/s ({latency.target / passthrough:.2f} x pass-through): "
           f"p50 {latency.percentile(0.5):,.1f} ms, p99 {latency.percentile(0.99):,.1f} ms (goal p99 <= 100 ms)")
     if profile is not None:

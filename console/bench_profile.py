@@ -25,8 +25,11 @@ WORKER_PARTS = (
     ("event decode", ("streams/events.py",)),
     ("Kafka client (aiokafka)", ("aiokafka/", "kafka/")),
     ("agent batches, dead letters", ("streams/agents.py",)),
-    ("Faust", ("faust/", "mode/")),
+    ("Faust (and its consumer thread's hand-offs)", ("faust/", "mode/")),
 )
+# py-spy's --nonblocking sampling cannot always tell a thread blocked in epoll from one running:
+# such samples are waiting for the network, not work, and are left out of the shares.
+WAITING = "select (selectors.py"
 STUB_PARTS = (
     ("ONNX Runtime", ("onnxruntime/",)),
     ("model.py (ids, padding, outputs)", ("model.py",)),
@@ -72,6 +75,8 @@ class StageProfile:
     def __enter__(self) -> "StageProfile":
         self.directory.mkdir(parents=True, exist_ok=True)
         spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(spy).exists():
+            print("py-spy is not installed (pip install py-spy): CPU per process only")
         for name in ("worker", "model stub"):
             if name in self.parts and Path(spy).exists():
                 self.samplers.append(subprocess.Popen(
@@ -103,16 +108,16 @@ class StageProfile:
             lines.append(f"  {name:<32} {used:>7.2f} s {used / self.busy:>6.0%} {1000 * used / max(events, 1):>7.3f} ms")
             table = {"worker": WORKER_PARTS, "model stub": STUB_PARTS}.get(name)
             for part, share in (self.shares(name, table) if table else {}).items():
-                lines.append(f"      {part:<36} {share:>6.0%} of its samples")
+                lines.append(f"      {part:<44} {share:>6.0%} of its samples")
         return "\n".join(lines)
 
 
 def split_samples(lines: list[str], table) -> dict[str, float]:
-    """py-spy raw lines ("frame;frame;... count") -> share of samples per part, 'other' last."""
+    """py-spy raw lines ("frame;frame;... count") -> share of the working samples per part, 'other' last."""
     counts: collections.Counter = collections.Counter()
     for line in lines:
         stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
+        if stack and count.isdigit() and WAITING not in stack.rsplit(";", 1)[-1]:
             part = next((part for part, marks in table if any(mark in stack for mark in marks)), "other")
             counts[part] += int(count)
     total = sum(counts.values()) or 1
