@@ -77,23 +77,27 @@ class OnlineBench:
         self.train_minutes, self.config = train_minutes, config
         self.batch, self.threads = batch, threads
 
-    def run(self, out: Path) -> Path:
+    def run(self, out: Path, work: Path | None = None) -> Path:
+        """Writes online.md, online.png and online.json to `out`; the models and the training file
+        to `work` (default `out`)."""
         import torch
 
         torch.set_num_threads(self.threads)
-        out.mkdir(parents=True, exist_ok=True)
+        work = work or out
+        for directory in (out, work):
+            directory.mkdir(parents=True, exist_ok=True)
         events = [e for e in datasets.read(self.data) if e.kind != "search"]
         cut = _cut_time(events, self.train_fraction)
         train, replay = [e for e in events if e.timestamp < cut], [e for e in events if e.timestamp >= cut]
         started = time.monotonic()
-        static = self._train(train, out)
+        static = self._train(train, work)
         facts = {"data": f"{self.data} ({len(events)} events, {len({e.user for e in events})} users, "
                          f"{len({e.item for e in events})} items)",
                  "split": f"train on the first {self.train_fraction:.0%} of time ({len(train)} events), "
                           f"replay {len(replay)} events",
                  "static model": f"{len(static.history)} epochs in {time.monotonic() - started:.0f} s, "
                                  f"{len(static.index)} items"}
-        arms, finetunes = self._replay(static, train, replay, out)
+        arms, finetunes = self._replay(static, train, replay, work)
         (out / "online.json").write_text(json.dumps(_summary(arms, finetunes, len(replay), facts), indent=2))
         _plot(out / "online.png", arms, finetunes, len(replay))
         return _write_markdown(out / "online.md", arms, finetunes, len(replay), facts, self)

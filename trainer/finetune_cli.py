@@ -65,7 +65,9 @@ def register(commands, bench):
     online.add_argument("--batch", type=int, default=64, help="recommendations per inference call, as the "
                                                               "worker's micro-batches (default 64)")
     online.add_argument("--threads", type=int, default=2, help="CPU threads for torch and ONNX Runtime (default 2)")
-    online.add_argument("--out", type=Path, help="report directory (default HOME/bench/online)")
+    online.add_argument("--out", type=Path, help="report directory: online.md, online.png, online.json (default "
+                                                 "HOME/bench/online; the README's is docs/bench-online); the "
+                                                 "models and training file go to HOME/bench/online")
     add_home_flag(online)
     online.set_defaults(handler=_bench_online)
     needs(online, "train")
@@ -145,10 +147,10 @@ def _bench_online(args: argparse.Namespace, settings) -> int:
     data = args.data or _data_dir(settings) / "diginetica-sample" / "train-item-views.csv"
     if not 0 < args.train_fraction < 1 or args.every < 1 or args.batch < 1:
         raise UserError("--train-fraction must be in (0, 1); --every and --batch positive")
-    out = args.out or Path(settings.home) / "bench" / "online"
+    work = Path(settings.home) / "bench" / "online"
     bench = OnlineBench(data, args.train_fraction, args.every, args.train_minutes,
                         _config(args, args.finetune_seconds / 60.0), args.batch, args.threads)
-    path = bench.run(out)
+    path = bench.run(args.out or work, work)
     print(f"wrote {path}")
     return 0
 
