@@ -1,6 +1,6 @@
 """The `shopguide` command: one subcommand per job.
 
-Each package registers its own subcommands (streams: broker, worker, replay; serving: triton,
+Each package registers its own subcommands (streams: broker, worker, replay, catalog; serving: triton,
 model; trainer: train, eval, export, finetune); `bench` gathers the benchmarks. A handler is
 `handler(args, settings) -> int | None`; one that needs an optional install is marked with
 `shopguide.extras.needs` and is not run without it. Flags whose `dest` is a Settings field override it.
@@ -22,6 +22,7 @@ def build_parser() -> Parser:
     from console.chaos import register as register_chaos
     from console.demo import register as register_demo
     from serving.cli import register as register_serving
+    from streams.catalog_cli import register as register_catalog
     from streams.cli import register as register_streams
     from trainer.cli import register as register_trainer
     from trainer.finetune_cli import register as register_finetune
@@ -36,6 +37,7 @@ def build_parser() -> Parser:
     bench.required = True
     for register in (register_streams, register_serving, register_trainer, register_finetune):
         register(commands, bench)
+    register_catalog(commands)
     register_demo(commands)
     register_chaos(commands)
     register_bench_e2e(bench)

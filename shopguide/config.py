@@ -86,6 +86,8 @@ class Settings:
                                      KAFKA_NAME)
     topic_recommendations: str = _setting("shop.recommendations", "SHOPGUIDE_TOPIC_RECOMMENDATIONS", "recommendations",
                                           KAFKA_NAME)
+    topic_catalog: str = _setting("shop.catalog", "SHOPGUIDE_TOPIC_CATALOG",
+                                  "the catalogue: item records keyed by item id (compacted)", KAFKA_NAME)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -162,7 +164,7 @@ def _disagreement(settings: Settings) -> str | None:
     for n, first in enumerate(topics):
         for second in topics[n + 1:]:
             if getattr(s, first) == getattr(s, second):
-                return f"{env_name(first)} and {env_name(second)} both name {getattr(s, first)!r}: expected five topics"
+                return f"{env_name(first)} and {env_name(second)} both name {getattr(s, first)!r}: expected distinct topics"
     return _security_disagreement(s)
 
 

@@ -48,6 +48,10 @@ class WorkerMetrics:
                                 registry=registry)
         self.evicted = Counter("shopguide_sessions_evicted", "Sessions idle past the TTL, tombstoned",
                                registry=registry)
+        self.catalog_unbuyable = Gauge("shopguide_catalog_unbuyable", "Catalogue items never recommended, by state "
+                                       "(out_of_stock, delisted)", ["state"], registry=registry)
+        self.catalog_records = Counter("shopguide_catalog_records", "Catalogue records read, by outcome (applied, "
+                                       "or the reason it was rejected)", ["outcome"], registry=registry)
 
 
 class FinetuneMetrics:

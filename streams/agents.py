@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from shopguide.metrics import WorkerMetrics
-from streams.delivery import Outbox, Record
+from streams.delivery import Outbox, Record, dead_letter
 from streams.events import Event, Id, RejectedEvent, decode, user_key
 from streams.session_store import SessionStore
 from streams.sessions import Session, apply, holds, source
@@ -29,8 +29,6 @@ from streams.stall_guard import StallGuard
 log = logging.getLogger(__name__)
 
 CRASH_EXIT = 70  # EX_SOFTWARE: the orchestrator restarts the worker, which replays the batch
-DEADLETTER_MAX_BYTES = 512 * 1024  # larger payloads are dead-lettered cut to their head
-DEADLETTER_HEAD_BYTES = 64 * 1024
 SWEEP_EVERY_S = 60.0
 SWEEP_CHUNK = 10_000
 
@@ -142,14 +140,7 @@ class SessionAgent:
         return Session.unpack(packed) if packed is not None else None
 
     async def reject(self, message, reason: str, extra: list[tuple[str, bytes]] = ()) -> None:
-        value = message.value
-        headers = [("reason", reason.encode()), ("source_topic", message.topic.encode()),
-                   ("source_partition", str(message.partition).encode()),
-                   ("source_offset", str(message.offset).encode()), *extra]
-        if value is not None and len(value) > DEADLETTER_MAX_BYTES:
-            headers.append(("truncated", str(len(value)).encode()))
-            value = value[:DEADLETTER_HEAD_BYTES]
-        await self.outbox.put(Record("deadletter", self.deadletter, message.key, value, None, headers))
+        await self.outbox.put(dead_letter(self.deadletter, message, reason, extra))
         self.metrics.deadletters.labels(reason).inc()
 
     async def evict_idle(self) -> None:

@@ -1,7 +1,8 @@
 """The Faust app: event topics in, per-user sessions (changelog-backed), dead letters out, /metrics served.
 
 `create_app(settings, recommend)` is the one seam: it builds everything from Settings, and with
-`recommend` plugs the recommendation stage (streams.recommender) in as the agent's sink.
+`recommend` plugs the recommendation stage (streams.recommender) in as the agent's sink, with the
+catalogue it filters by (streams.catalog, followed by a task of its own).
 `run_worker(app, settings)` runs it.
 """
 from __future__ import annotations
@@ -57,12 +58,19 @@ def create_app(settings: Settings, recommend: bool = True) -> faust.App:
     async def send(*record):
         return await faust_internals.send(app, *record)
 
-    outbox = Outbox(send, lambda kind: metrics.send_failures.labels(kind).inc())
-    sink = NullSink()
+    def on_failure(kind):
+        metrics.send_failures.labels(kind).inc()
+
+    outbox = Outbox(send, on_failure)
+    sink, follower = NullSink(), None
     if recommend:
+        from streams.catalog import Catalog, CatalogFollower
         from streams.recommender import Recommender
 
-        sink = Recommender(settings, outbox, metrics)
+        # Its own outbox: its dead letters are confirmed apart from the agent's batches.
+        follower = CatalogFollower(settings, Catalog(following=True), metrics, Outbox(send, on_failure))
+        sink = Recommender(settings, outbox, metrics, catalog=follower.catalog)
+        app.task(follower.run)
     events = app.topic(*settings.event_topics, key_serializer="raw", value_serializer="raw",
                        partitions=settings.partitions)
     # Session keys are the events' Kafka keys; each session is logged to the changelog partition
@@ -75,6 +83,8 @@ def create_app(settings: Settings, recommend: bool = True) -> faust.App:
     @app.on_partitions_assigned.connect
     async def hold_sessions(app, assigned, **kwargs):
         store.assign({tp.partition for tp in assigned if tp.topic in settings.event_topics})
+        if follower is not None:
+            follower.owned = {tp.partition for tp in assigned if tp.topic == settings.topic_clicks}
 
     @app.task
     async def watch_for_stalls():

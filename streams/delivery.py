@@ -30,6 +30,22 @@ class Record:
     headers: list[tuple[str, bytes]] | None = None
 
 
+DEADLETTER_MAX_BYTES = 512 * 1024  # larger payloads are dead-lettered cut to their head
+DEADLETTER_HEAD_BYTES = 64 * 1024
+
+
+def dead_letter(topic: str, message, reason: str, extra: list[tuple[str, bytes]] = ()) -> Record:
+    """The dead-letter record of a consumed `message` (its key and bytes, where it was read, why)."""
+    value = message.value
+    headers = [("reason", reason.encode()), ("source_topic", message.topic.encode()),
+               ("source_partition", str(message.partition).encode()),
+               ("source_offset", str(message.offset).encode()), *extra]
+    if value is not None and len(value) > DEADLETTER_MAX_BYTES:
+        headers.append(("truncated", str(len(value)).encode()))
+        value = value[:DEADLETTER_HEAD_BYTES]
+    return Record("deadletter", topic, message.key, value, None, headers)
+
+
 # (topic, key, value, partition, headers) -> the delivery future
 Send = Callable[..., Awaitable[Awaitable]]
 

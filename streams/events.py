@@ -82,15 +82,19 @@ def encode(event: Event) -> bytes:
 
 
 def decode(payload: bytes) -> Event:
+    return from_wire(unpack(payload))
+
+
+def unpack(payload: bytes):
+    """The msgpack value of a payload of at most MAX_PAYLOAD_BYTES (events and catalogue records)."""
     if not payload:
         raise RejectedEvent("empty")
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise RejectedEvent("too_large")
     try:
-        wire = msgpack.unpackb(payload, raw=False)
+        return msgpack.unpackb(payload, raw=False)
     except (msgpack.UnpackException, ValueError, TypeError):
         raise RejectedEvent("malformed_msgpack") from None
-    return from_wire(wire)
 
 
 def from_wire(wire) -> Event:

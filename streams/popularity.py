@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from typing import Iterable
+from typing import Container, Iterable
 
 from streams.events import Id
 
@@ -40,16 +40,18 @@ class Popularity:
             self._ranked, self._ranked_at = self.counts.most_common(self.top), now
         return self._ranked
 
-    def fill(self, items: list[str], scores: list[float], k: int, exclude: set[str]) -> tuple[list[str], list[float]]:
-        """`items` (already filtered) topped up to `k` with popular items not in it nor in `exclude`.
-        Popular items score their share of the window, so they rank below any model score of note."""
+    def fill(self, items: list[str], scores: list[float], k: int, exclude: set[str],
+             unbuyable: Container[str] = frozenset()) -> tuple[list[str], list[float]]:
+        """`items` (already filtered) topped up to `k` with popular items not in it nor in `exclude`
+        nor `unbuyable`. Popular items score their share of the window, so they rank below any
+        model score of note."""
         items, scores = list(items[:k]), list(scores[:k])
         taken = set(items) | exclude
         total = max(len(self.recent), 1)
         for item, count in self.ranked():
             if len(items) >= k:
                 break
-            if item not in taken:
+            if item not in taken and item not in unbuyable:
                 items.append(item)
                 scores.append(count / total)
                 taken.add(item)

@@ -19,7 +19,9 @@ from shopguide.config import Settings
 from shopguide.metrics import WorkerMetrics
 from streams.agents import SessionUpdate
 from streams.answers import AnswerCache
+from streams.catalog import Catalog
 from streams.delivery import Outbox, Record
+from streams.picks import pick
 from streams.popularity import Popularity
 
 VERSION = 1
@@ -28,7 +30,8 @@ RETRY_AFTER_S = 1.0  # after a failed call, answer from popularity this long bef
 
 class Recommender:
     def __init__(self, settings: Settings, outbox: Outbox, metrics: WorkerMetrics,
-                 client: TritonClient | None = None, popularity: Popularity | None = None):
+                 client: TritonClient | None = None, popularity: Popularity | None = None,
+                 catalog: Catalog | None = None):
         self.k = settings.recommend_k
         self.timeout_s = settings.triton_timeout_s
         self.outbox = outbox
@@ -36,11 +39,13 @@ class Recommender:
         self.metrics = metrics
         self.client = client or TritonClient(settings.triton_grpc, settings.model_name)
         self.popularity = popularity or Popularity()
+        self.catalog = catalog or Catalog()
         self.cache = AnswerCache(settings.answer_cache)
         self.retry_at = 0.0
         self.last_cause = "unavailable"
 
     async def __call__(self, updates: Sequence[SessionUpdate]) -> None:
+        await self.catalog.ready()
         self.popularity.observe(item for update in updates for item in update.event.items)
         answers, cause = await self.ask_model(updates)
         for update, found in zip(updates, answers):
@@ -48,8 +53,8 @@ class Recommender:
             source = "model" if answer is not None else "fallback"
             if answer is None:
                 self.metrics.fallbacks.labels(cause or "new_user").inc()
-            items, scores = self.finalise(update, answer)
-            await self.send(update, items, scores, version, source)
+            items, scores, reasons = self.finalise(update, answer)
+            await self.send(update, items, scores, reasons, version, source)
 
     async def ask_model(self, updates: Sequence[SessionUpdate]):
         """(answer, version) per update (None where popularity must answer) and the failure cause.
@@ -82,17 +87,14 @@ class Recommender:
             self.cache.put(history, answer, version)
         return None
 
-    def finalise(self, update: SessionUpdate, answer) -> tuple[list[str], list[float]]:
-        """Never recommend what this shopper bought; pad with popular items up to k."""
-        bought = {str(item) for item in update.session.purchased}
-        items, scores = answer if answer is not None else ([], [])
-        kept = [(item, score) for item, score in zip(items, scores) if item not in bought]
-        return self.popularity.fill([i for i, _ in kept], [s for _, s in kept], self.k, bought)
+    def finalise(self, update: SessionUpdate, answer) -> tuple[list[str], list[float], list[str | None]]:
+        """Nothing this shopper bought nor what the catalogue cannot sell; up to k with popular items."""
+        return pick(update.session, answer, self.k, self.popularity, self.catalog.unbuyable)
 
-    async def send(self, update: SessionUpdate, items, scores, version, source: str) -> None:
+    async def send(self, update: SessionUpdate, items, scores, reasons, version, source: str) -> None:
         emitted = time.time()
         record = {
-            "v": VERSION, "user": update.user, "items": items, "scores": scores,
+            "v": VERSION, "user": update.user, "items": items, "scores": scores, "reasons": reasons,
             "model_version": version, "source": source,
             "event_type": update.event.type, "event_time": update.event.ts,
             "event_offset": f"{update.topic}:{update.partition}:{update.offset}",

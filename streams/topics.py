@@ -1,5 +1,6 @@
-"""Create the pipeline's topics (event topics, dead letters, recommendations) when missing, so
-workers and producers agree on the partition count instead of relying on broker auto-creation."""
+"""Create the pipeline's topics (event topics, dead letters, recommendations, the session changelog,
+the catalogue) when missing, so workers and producers agree on the partition count instead of
+relying on broker auto-creation."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,10 +12,20 @@ from shopguide.kafka_security import client_kwargs
 
 def pipeline_topics(settings: Settings) -> list[str]:
     return [*settings.event_topics, settings.topic_deadletter, settings.topic_recommendations,
-            changelog_topic(settings)]
+            changelog_topic(settings), settings.topic_catalog]
 
 
 COMPACTED = {"cleanup.policy": "compact"}  # a changelog keeps each user's newest session
+# The catalogue keeps each item's newest record, tombstones too: a delisting is only known by its
+# tombstone, which compaction would otherwise drop after a day (Kafka's delete.retention.ms).
+# A century, not Long.MAX: Kafka adds it to the clock.
+KEEPS_TOMBSTONES = {**COMPACTED, "delete.retention.ms": str(100 * 365 * 86400 * 1000)}
+
+
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    if name == settings.topic_catalog:
+        return KEEPS_TOMBSTONES
+    return COMPACTED if name == changelog_topic(settings) else {}
 
 
 def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
@@ -33,8 +44,8 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> None:
         missing = set(names) - set(admin.list_topics())
         for name in sorted(missing):
             try:
-                configs = COMPACTED if name == changelog_topic(settings) else {}
-                admin.create_topics([NewTopic(name, settings.partitions, settings.replication, topic_configs=configs)])
+                admin.create_topics([NewTopic(name, settings.partitions, settings.replication,
+                                              topic_configs=topic_configs(settings, name))])
             except TopicAlreadyExistsError:  # another worker won the race
                 pass
     finally:

@@ -46,10 +46,10 @@ def update(purchased=(), items=("1",)):
 
 
 def test_bought_items_never_shown_even_when_the_model_ranks_them_first():
-    items, _ = recommender().finalise(update(purchased=(7, "hot")), (["7", "a", "b", "c"], [4.0, 3.0, 2.0, 1.0]))
-    assert items == ["a", "b", "c"]
+    items, _, reasons = recommender().finalise(update(purchased=(7, "hot")), (["7", "a", "b", "c"], [4.0, 3.0, 2.0, 1.0]))
+    assert items == ["a", "b", "c"] and reasons == ["viewed:1"] * 3
 
 
 def test_fallback_answer_is_popularity_without_purchases():
-    items, scores = recommender().finalise(update(purchased=("hot",)), None)
-    assert items == ["warm"] and scores == [2 / 7]
+    items, scores, reasons = recommender().finalise(update(purchased=("hot",)), None)
+    assert items == ["warm"] and scores == [2 / 7] and reasons == ["popular"]
