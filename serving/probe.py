@@ -19,7 +19,7 @@ from serving.wire import REQUEST_ITEMS, RESPONSE_ITEMS, RESPONSE_SCORES
 from shopguide.errors import UserError
 
 SUFFIX = "-probe"
-SERVED_FILES = ("model.py", "model.onnx", "item_index.json", "export.json")
+SERVED_FILES = ("model.py", "wire.py", "model.onnx", "item_index.json", "export.json")
 SESSION_ITEMS = 3
 LOAD_TIMEOUT_S = 120.0
 
