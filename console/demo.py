@@ -1,47 +1,47 @@
 """`shopguide demo`: a shopping guide at work on the local stack, in a few minutes.
 
-Starts what is not already running (Kafka; Triton with a model, trained on the shared Toys data
-first if none is published; a worker), and serves a live page on 127.0.0.1. Then it replays
-Toys shoppers' recent views in time order (every chosen shopper's next view interleaved with
-the others'), holding back each one's last item: the model never trained on it (leave-one-out),
-and it is what the shopper did next. It prints, by title, what a few shoppers viewed, what we
-recommended after their last view and what they chose next, and ends with the live hit rate (the
-held-back item among our top 10) beside popularity's (the 10 items viewed most so far in the
-replay) over every replayed shopper. Stops what it started.
+Starts what is not already running (Kafka; Triton with a model: when none is published, a fast
+first model is trained on the shared Toys data for --train-minutes; a worker), and serves a live
+page on 127.0.0.1. Then it replays Toys shoppers' recent views in time order, in passes of
+--shoppers shoppers, from a storefront process of its own, holding back each one's last item: the
+model never trained on it (leave-one-out), and it is what the shopper did next.
+
+While the fast first model is live, a better one trains in the background (--better-minutes, at
+the lowest CPU priority) and is rolled out live when it beats the first on validation: passes
+continue until one has run entirely on it. Each pass prints its live hit rate (the held-back item
+among our top 10) beside popularity's (its 10 most viewed items) and its latency (event to
+arrival at a storefront consumer); the end shows a few shoppers by title, the hit rate per model
+version, the rollout and the latency over the whole replay. Stops what it started.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import time
-from collections import Counter
-from dataclasses import dataclass
 
 from shopguide.config import Settings
 from shopguide.errors import UserError
 from shopguide.extras import needs
+from shopguide.stats import percentile
+from console.demo_replay import TOP, Shopper
 
 TOYS_CATALOGUE = "amazon-toys/items.tsv"
-TOP = 10
-
-
-@dataclass(frozen=True)
-class Shopper:
-    user: str
-    viewed: tuple[str, ...]  # replayed, oldest first
-    next_item: str           # held back: what they chose next
 
 
 def register(commands) -> None:
     demo = commands.add_parser(
-        "demo", help="a shopping guide at work on the local stack: live page, titles, live hit rate",
+        "demo", help="a shopping guide at work on the local stack: live page, titles, live hit rate, a live rollout",
         description=__doc__)
-    demo.add_argument("--shoppers", type=int, default=500, help="Toys shoppers to replay (default 500)")
+    demo.add_argument("--shoppers", type=int, default=500, help="Toys shoppers per pass (default 500)")
     demo.add_argument("--history", type=int, default=20, help="recent views replayed per shopper (default 20)")
     demo.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
     demo.add_argument("--show", type=int, default=5, help="shoppers printed in full (default 5)")
-    demo.add_argument("--train-minutes", type=float, default=2.0,
-                      help="training budget when no model is published yet (default 2)")
+    demo.add_argument("--train-minutes", type=float, default=1.5,
+                      help="training budget of the fast first model when none is published (default 1.5)")
+    demo.add_argument("--better-minutes", type=float, default=4.0,
+                      help="training budget of the better model trained in the background while the first "
+                           "one is live; 0: none (default 4)")
     demo.add_argument("--page-port", type=int, default=8765, help="port of the live page on 127.0.0.1 (default 8765)")
     demo.add_argument("--seed", type=int, default=0, help="which shoppers are drawn (default 0)")
     demo.set_defaults(handler=run)
@@ -49,94 +49,86 @@ def register(commands) -> None:
 
 
 def run(args, settings: Settings) -> int:
+    from console.demo_model import BetterModel, first_is_live, first_model
     from console.stack import TOYS, local_stack
     from shopguide.catalogue import read_titles
     from shopguide.datasets import read, sequences
 
-    if args.shoppers < 1 or args.history < 1 or args.rate <= 0:
-        raise UserError("--shoppers, --history and --rate must be positive")
+    if args.shoppers < 1 or args.history < 1 or args.rate <= 0 or args.train_minutes <= 0 or args.better_minutes < 0:
+        raise UserError("--shoppers, --history, --rate and --train-minutes must be positive, --better-minutes not negative")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # metadata races while topics appear: noise here
     started = time.monotonic()
     titles = read_titles(settings.data_dir / TOYS_CATALOGUE)
-    shoppers = draw(sequences(read(settings.data_dir / TOYS)), args.shoppers, args.history, args.seed)
-    with local_stack(settings, args.train_minutes) as worker:
-        records, first_s = _replay_with_page(args, settings, titles, shoppers, started)
-        print(f"\nfirst recommendation {first_s:.0f} s after the demo started")
-        answers = last_answers(shoppers, records)
-        _show(shoppers[:args.show], answers, titles)
-        _summary(shoppers, answers, worker)
+    shoppers = draw(sequences(read(settings.data_dir / TOYS)), args.history, args.seed)
+    groups = [shoppers[i:i + args.shoppers] for i in range(0, len(shoppers), args.shoppers)]
+    first_model(settings, settings.data_dir / TOYS, args.train_minutes)
+    better = None
+    with local_stack(settings, args.train_minutes):
+        if args.better_minutes > 0 and first_is_live(settings):
+            better = BetterModel(settings, settings.data_dir / TOYS, args.better_minutes).start()
+        try:
+            passes = _replay(args, settings, titles, groups, better, started)
+        finally:
+            if better:
+                better.stop()
+    _show(passes[-1], titles, args.show)
+    _summary(passes, better)
     return 0
 
 
-def draw(by_user: dict[str, list[str]], count: int, history: int, seed: int) -> list[Shopper]:
-    """`count` shoppers with at least three items, each with their newest `history` views before
-    the last item, which is held back."""
+def draw(by_user: dict[str, list[str]], history: int, seed: int) -> list[Shopper]:
+    """Every shopper with at least three items in a seeded random order, each with their newest
+    `history` views before the last item, which is held back."""
     eligible = sorted(user for user, items in by_user.items() if len(items) >= 3)
-    chosen = random.Random(seed).sample(eligible, min(count, len(eligible)))
-    return [Shopper(user, tuple(by_user[user][-history - 1:-1]), by_user[user][-1]) for user in chosen]
+    random.Random(seed).shuffle(eligible)
+    return [Shopper(user, tuple(by_user[user][-history - 1:-1]), by_user[user][-1]) for user in eligible]
 
 
-def interleave(shoppers: list[Shopper], start: float):
-    """Events in time order: round k holds every shopper's k-th view (ends aligned: everyone's
-    last view falls in the last round); event times are unique, `start` + 1 ms each."""
-    from streams.events import Event
-
-    rounds = max(len(s.viewed) for s in shoppers)
-    n = 0
-    for k in range(rounds):
-        for shopper in shoppers:
-            position = k - (rounds - len(shopper.viewed))
-            if position >= 0:
-                yield Event("click", shopper.user, shopper.user, start + n / 1000, items=(shopper.viewed[position],))
-                n += 1
-
-
-def _replay_with_page(args, settings, titles, shoppers, started):
+def _replay(args, settings, titles, groups, better, started: float) -> list:
+    """Passes until one ran entirely on the model that is live at the end (one pass without a
+    better model training), or the shoppers run out."""
+    from console.demo_replay import replay_pass
     from console.live_page import LivePage
     from console.live_view import LiveView
-    from streams.replay import paced, produce
     from streams.watch import RecommendationWatcher
 
     view = LiveView(settings, titles).start()
     page = LivePage(view, port=args.page_port).start()
     watcher = RecommendationWatcher(settings).start()
     print(f"live page: {page.url}")
+    # As in bench e2e: the watcher keeps every record, and the collector's passes over them
+    # paused its thread (measured as delivery latency). Records hold no cycles.
+    gc.disable()
+    passes = []
     try:
-        events = list(interleave(shoppers, time.time()))
-        sent = produce(settings, paced(events, rate=args.rate), total=len(events))
-        if not watcher.wait_for(sent, timeout_s=120):
-            raise UserError(f"only {len(watcher.records)} of {sent} recommendations arrived")
-        first_s = watcher.first_arrival - started
-        return list(watcher.records), first_s
+        for number, group in enumerate(groups, start=1):
+            passes.append(replay_pass(settings, watcher, group, args.rate, number))
+            if number == 1 and watcher.first_arrival is not None:
+                print(f"first recommendation {watcher.first_arrival - started:.0f} s after the demo started")
+            if _last(passes[-1], better):
+                break
+        return passes
     finally:
+        gc.enable()
         watcher.stop()
         page.stop()
         view.stop()
 
 
-def last_answers(shoppers: list[Shopper], records: list[dict]) -> dict[str, dict]:
-    """Per shopper, the recommendation sent after their last replayed view (the newest event)."""
-    answers: dict[str, dict] = {}
-    for record in records:
-        known = answers.get(str(record["user"]))
-        if known is None or record["event_time"] > known["event_time"]:
-            answers[str(record["user"])] = record
-    return {s.user: answers[s.user] for s in shoppers if s.user in answers}
+def _last(done, better) -> bool:
+    """Whether `done` ran on the model that stays live: no better one is coming, or it served
+    before the pass began."""
+    if better is None or not better.done:
+        return better is None
+    return better.published is None or better.published[1] < done.started
 
 
-def replay_popularity(shoppers: list[Shopper]) -> list[str]:
-    """The 10 items viewed most in the whole replay: what popularity shows in the last round,
-    where every shopper's last view falls (its counts differ from the replay's by at most that
-    round's views)."""
-    counts = Counter(item for event in interleave(shoppers, 0.0) for item in event.items)
-    return [item for item, _ in counts.most_common(TOP)]
-
-
-def _show(shoppers: list[Shopper], answers: dict[str, dict], titles: dict[str, str]) -> None:
+def _show(last, titles: dict[str, str], count: int) -> None:
     from shopguide.catalogue import title
 
-    print(f"\n{len(shoppers)} shoppers, the first drawn:")
-    for shopper in shoppers:
+    answers = last.answers
+    print(f"\n{count} shoppers of the last pass:")
+    for shopper in last.shoppers[:count]:
         answer = answers.get(shopper.user)
         if answer is None:
             continue
@@ -149,20 +141,34 @@ def _show(shoppers: list[Shopper], answers: dict[str, dict], titles: dict[str, s
         print(f"  next they chose: {title(titles, shopper.next_item, 40)} ({verdict})")
 
 
-def _summary(shoppers: list[Shopper], answers: dict[str, dict], worker) -> None:
-    from shopguide.stats import histogram_quantile
+def _summary(passes: list, better) -> None:
+    from collections import Counter
 
-    popular = replay_popularity(shoppers)
-    answered = [s for s in shoppers if s.user in answers]
-    model = sum(s.next_item in answers[s.user]["items"][:TOP] for s in answered)
-    baseline = sum(s.next_item in popular for s in answered)
-    sources = Counter(answers[s.user]["source"] for s in answered)
-    print(f"\nlive hit rate @{TOP} over {len(answered)} shoppers (their held-back next item among the "
-          f"{TOP} we sent after their last view): shopguide {model / len(answered):.3f} "
-          f"({sources['model']} answered by the model, {sources['fallback']} by popularity), "
-          f"popularity {baseline / len(answered):.3f}")
-    buckets = [(s.labels["le"], s.value) for s in worker.samples()
-               if s.name == "shopguide_event_to_recommendation_seconds_bucket"]
-    p50, p99 = (histogram_quantile(buckets, q) * 1000 for q in (0.5, 0.99))
-    print(f"in the worker, event to recommendation sent: p50 <= {p50:.0f} ms, p99 <= {p99:.0f} ms "
-          "(bucket bounds of its histogram; delivery to the storefront adds a few ms)")
+    from console.demo_replay import replay_popularity, version_of
+
+    shoppers, hits, popular = Counter(), Counter(), Counter()
+    for done in passes:
+        top = replay_popularity(done.shoppers)
+        for shopper in done.shoppers:
+            answer = done.answers.get(shopper.user)
+            if answer is not None:
+                by = version_of(answer)
+                shoppers[by] += 1
+                hits[by] += shopper.next_item in answer["items"][:TOP]
+                popular[by] += shopper.next_item in top
+    print(f"\nlive hit rate @{TOP} (each shopper's held-back next item among the {TOP} we sent after their last view), "
+          "by what answered that view:")
+    for by in sorted(shoppers):
+        print(f"  {by}: {hits[by] / shoppers[by]:.3f} over {shoppers[by]:,} shoppers; popularity over the same "
+              f"shoppers {popular[by] / shoppers[by]:.3f}")
+    if better is not None:
+        print(f"rollout: {better.outcome or 'the better model was still training'}")
+    sent, latencies = sum(p.sent for p in passes), [x for p in passes for x in p.latencies]
+    answered = sum(len(p.records) for p in passes)
+    versions = sum((p.by_version for p in passes), Counter())
+    print(f"events {sent:,}, recommendations {answered:,} ({', '.join(f'{by} {n:,}' for by, n in sorted(versions.items()))}); "
+          f"{max(sent - answered, 0):,} events unanswered (popularity answers when a Triton call fails or takes "
+          "longer than SHOPGUIDE_TRITON_TIMEOUT, e.g. while Triton loads a new version on busy cores)")
+    p50, p95, p99 = (percentile(latencies, q) * 1000 for q in (0.5, 0.95, 0.99))
+    print(f"latency, event (its Kafka timestamp) to arrival at a storefront consumer, the events sent by a "
+          f"storefront process of its own: p50 {p50:,.0f} ms, p95 {p95:,.0f} ms, p99 {p99:,.0f} ms")

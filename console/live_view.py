@@ -1,12 +1,13 @@
 """What the storefront sees, kept for the live page: the shoppers who were just sent a
 recommendation (off `shop.recommendations`), newest first, each with their newest items (read off
-the event topics) and that recommendation, with titles from the catalogue, and the pipeline's
-rates. One consumer thread, from the newest offsets."""
+the event topics) and that recommendation, with titles from the catalogue, the pipeline's rates,
+and how many recommendations each model version (or popularity) sent: a rollout shows as a new
+version taking over. One consumer thread, from the newest offsets."""
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 
 import msgpack
 
@@ -28,6 +29,7 @@ class LiveView:
         self.shoppers: OrderedDict[str, dict] = OrderedDict()  # just recommended, newest last
         self.items: OrderedDict[str, list[str]] = OrderedDict()  # newest items of recently active users
         self.arrivals = {"events": deque(), "recommendations": deque()}
+        self.answered: Counter[str] = Counter()  # recommendations by "v<version>" or "popularity"
         self.lock = threading.Lock()
         self.consumer = tail_consumer(settings, [*settings.event_topics, settings.topic_recommendations])
         self._stop = threading.Event()
@@ -68,6 +70,7 @@ class LiveView:
 
     def _recommended(self, record: dict, now: float) -> None:
         user = str(record["user"])
+        self.answered[f"v{record['model_version']}" if record["model_version"] else "popularity"] += 1
         self.shoppers.pop(user, None)
         self.shoppers[user] = {
             "user": user, "items": list(self.items.get(user, [])),
@@ -79,7 +82,8 @@ class LiveView:
             self.shoppers.popitem(last=False)
 
     def snapshot(self) -> dict:
-        """Newest shoppers first, and events and recommendations per second over the last 5 s."""
+        """Newest shoppers first, events and recommendations per second over the last 5 s, and
+        recommendations so far by model version."""
         with self.lock:
             horizon = time.time() - RATE_WINDOW_S
             rates = {}
@@ -87,4 +91,5 @@ class LiveView:
                 while arrivals and arrivals[0] < horizon:
                     arrivals.popleft()
                 rates[kind] = round(len(arrivals) / RATE_WINDOW_S, 1)
-            return {"shoppers": [dict(s) for s in reversed(self.shoppers.values())], "rates": rates}
+            return {"shoppers": [dict(s) for s in reversed(self.shoppers.values())], "rates": rates,
+                    "answered": dict(sorted(self.answered.items()))}

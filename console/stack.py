@@ -22,8 +22,9 @@ def local_stack(settings: Settings, train_minutes: float, train_data: Path | Non
         yield started.enter_context(_worker(settings))
 
 
-def ensure_model(settings: Settings, train_data: Path, minutes: float) -> None:
-    """Publish a model if the repository has none: train one on `train_data` first if needed."""
+def ensure_model(settings: Settings, train_data: Path, minutes: float, name: str | None = None) -> None:
+    """Publish a model if the repository has none: train one on `train_data` first if
+    HOME/models/`name` (default: the data file's stem) holds no checkpoint yet."""
     from serving.repository import ModelRepository
 
     models = ModelRepository.from_settings(settings)
@@ -33,7 +34,7 @@ def ensure_model(settings: Settings, train_data: Path, minutes: float) -> None:
     from trainer.export import export
     from trainer.train import TrainConfig, fit
 
-    out = settings.home / "models" / Path(train_data).stem
+    out = settings.home / "models" / (name or Path(train_data).stem)
     if not (out / "checkpoint.pt").exists():
         print(f"no model yet: training on {train_data} for at most {minutes:g} min into {out}")
         fit(train_data, TrainConfig(max_minutes=minutes), out=out)
