@@ -95,7 +95,8 @@ def evaluate_checkpoint(checkpoint, path) -> tuple[dict[str, dict[str, float]], 
         "training": f"{len(checkpoint.history)} epochs, "
                     f"{sum(h['seconds'] for h in checkpoint.history) / 60:.1f} min wall, "
                     f"{sum(h.get('cpu_seconds', 0.0) for h in checkpoint.history) / 60:.1f} min CPU, "
-                    + ", ".join(f"{k}={config[k]}" for k in ("lr", "batch_size", "dropout", "patience") if k in config),
+                    + ", ".join(f"{k}={config[k]}" for k in ("lr", "batch_size", "dropout", "patience", "max_minutes")
+                              if k in config),
         "unknown test targets": str(sum(t == 0 for t in split.test_targets)),
     }
     return results, facts
