@@ -63,3 +63,24 @@ def test_grow_adds_items_and_keeps_old_scores():
     assert after.shape == (1, 40) and model.args.num_ids == 40
     torch.testing.assert_close(after[:, :30], before)
     assert torch.isfinite(model(torch.tensor([[35, 39]]))).all()
+
+
+def test_newest_only_targets_give_the_loss_of_the_last_position():
+    model = _model(dropout=0.0).train()
+    inputs = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    per_position = torch.tensor([[0, 0, 0, 9], [0, 0, 0, 11]])
+    torch.testing.assert_close(model.loss(inputs, torch.tensor([9, 11])), model.loss(inputs, per_position))
+
+
+def test_sampled_negatives_learn_and_cover_the_catalogue_when_asked_for_all_of_it():
+    model = _model(num_ids=500, dropout=0.0).train()
+    inputs, targets = torch.tensor([[0, 1, 2, 3]] * 4), torch.tensor([4, 5, 6, 7])
+    full = model.loss(inputs, targets)
+    assert model.loss(inputs, targets, negatives=10_000) == full  # more draws than items: the whole catalogue
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = model.loss(inputs, targets, negatives=64)
+    for _ in range(30):
+        optimiser.zero_grad()
+        model.loss(inputs, targets, negatives=64).backward()
+        optimiser.step()
+    assert model.loss(inputs, targets) < full and torch.isfinite(first)

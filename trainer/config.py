@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+FULL_SOFTMAX_MAX_IDS = 200_001  # a step's logits stay under ~200 MB at batch 256
+LARGE_CATALOGUE_NEGATIVES = 8_192
+
+
 def _option(default, doc: str):
     return field(default=default, metadata={"doc": doc})
 
@@ -21,12 +25,18 @@ class TrainConfig:
     batch_size: int = _option(256, "training sequences per step")
     prefixes: bool = _option(True, "train on every prefix with the loss on its last item "
                                    "(else on whole histories with the loss at every position)")
+    negatives: int = _option(0, "score each target against this many uniformly drawn items instead of the "
+                                "whole catalogue, so a step costs the same at any size (0: the whole "
+                                "catalogue up to 200,000 items, 8,192 drawn above)")
     max_epochs: int = _option(200, "upper bound on passes over the training data")
     lr_decay: float = _option(0.5, "factor applied to the learning rate when validation NDCG@20 stalls")
     lr_patience: int = _option(1, "epochs without improvement tolerated before the learning rate decays")
     patience: int = _option(6, "epochs without a better validation NDCG@20 before stopping")
     max_minutes: float = _option(30.0, "wall-time budget; the best weights so far are kept")
     seed: int = _option(0, "random seed (initialisation, shuffling)")
+
+    def negatives_for(self, num_ids: int) -> int:
+        return self.negatives or (LARGE_CATALOGUE_NEGATIVES if num_ids > FULL_SOFTMAX_MAX_IDS else 0)
 
     def model_args(self, num_ids: int):
         from trainer.model import ModelArgs

@@ -15,7 +15,7 @@ import torch
 
 from serving import wire
 from shopguide import datasets
-from trainer.item_index import PADDING, ItemIndex
+from trainer.item_index import ItemIndex
 
 
 @dataclass
@@ -87,7 +87,7 @@ def training_batches(windows: list[list[int]], batch_size: int, rng: random.Rand
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled (inputs, targets) batches, grouped by length so little padding is computed.
 
-    With last_only, every target but the newest is padding (so it carries no loss).
+    With last_only, targets are [batch]: each sequence's next item after its newest.
     """
     order = list(range(len(windows)))
     rng.shuffle(order)
@@ -100,7 +100,8 @@ def training_batches(windows: list[list[int]], batch_size: int, rng: random.Rand
     for batch in batches:
         seqs = [windows[i] for i in batch]
         width = max(len(s) for s in seqs) - 1
-        inputs, targets = left_pad([s[:-1] for s in seqs], width), left_pad([s[1:] for s in seqs], width)
+        inputs = left_pad([s[:-1] for s in seqs], width)
         if last_only:
-            targets[:, :-1] = PADDING
-        yield inputs, targets
+            yield inputs, torch.tensor([s[-1] for s in seqs], dtype=torch.long)
+        else:
+            yield inputs, left_pad([s[1:] for s in seqs], width)

@@ -89,12 +89,22 @@ class NextItemModel(nn.Module):
         """Next-item scores [batch, num_ids] after each left-padded sequence."""
         return self.score(self.encode_newest(item_ids))
 
-    def loss(self, item_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Full-catalogue cross-entropy at the positions whose target is not padding."""
-        hidden = self.encode(item_ids)
-        keep = targets[:, -hidden.shape[1]:] != PADDING
-        logits = hidden[keep] @ self.item_embedding.weight.T
-        return nn.functional.cross_entropy(logits, targets[:, -hidden.shape[1]:][keep])
+    def loss(self, item_ids: torch.Tensor, targets: torch.Tensor, negatives: int = 0) -> torch.Tensor:
+        """Cross-entropy of the targets that are not padding: targets [batch, length] has one per
+        position; targets [batch] one per sequence, after its newest item (only that position is
+        computed in the last layer). negatives=0 scores the whole catalogue; negatives=N scores the
+        target against N item ids drawn uniformly (one draw shared by the batch), so a step costs
+        the same at any catalogue size."""
+        if targets.dim() == 1:
+            hidden, wanted = self.encode_newest(item_ids), targets
+        else:
+            hidden = self.encode(item_ids)
+            wanted = targets[:, -hidden.shape[1]:]
+        keep = wanted != PADDING
+        hidden, wanted = hidden[keep], wanted[keep]
+        if negatives and negatives < self.num_ids - 1:
+            return _sampled_softmax(hidden, wanted, self.item_embedding.weight, negatives)
+        return nn.functional.cross_entropy(hidden @ self.item_embedding.weight.T, wanted)
 
     def grow(self, num_ids: int) -> int:
         """Extend the item table to `num_ids` rows (new items start from small random vectors)."""
@@ -109,6 +119,16 @@ class NextItemModel(nn.Module):
             self.item_embedding = table
             self.args.num_ids = num_ids
         return added
+
+
+def _sampled_softmax(hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, negatives: int) -> torch.Tensor:
+    """Softmax over each target and `negatives` uniform draws (a draw equal to the target is masked).
+    Uniform draws need no log-q correction: every item is equally likely to be drawn."""
+    drawn = torch.randint(1, table.shape[0], (negatives,), device=hidden.device)
+    positive = (hidden * table[targets]).sum(-1, keepdim=True)
+    negative = (hidden @ table[drawn].T).masked_fill(drawn[None, :] == targets[:, None], NEG_INF)
+    logits = torch.cat([positive, negative], dim=1)
+    return nn.functional.cross_entropy(logits, torch.zeros_like(targets))
 
 
 def _newest_output(layer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

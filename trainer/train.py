@@ -59,7 +59,8 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     bar = tqdm(range(config.max_epochs), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         started, cpu = time.monotonic(), time.process_time()
-        loss = _epoch(model, optimiser, data.training_batches(windows, config.batch_size, rng, config.prefixes), deadline)
+        batches = data.training_batches(windows, config.batch_size, rng, config.prefixes)
+        loss = _epoch(model, optimiser, batches, config.negatives_for(model.num_ids), deadline)
         valid = evaluate_model(model, split.valid_inputs, split.valid_targets)
         checkpoint.history.append({"epoch": epoch + 1, "loss": loss, "lr": optimiser.param_groups[0]["lr"],
                                    "seconds": time.monotonic() - started,
@@ -80,12 +81,12 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     model.eval()
 
 
-def _epoch(model: NextItemModel, optimiser, batches, deadline: float) -> float:
+def _epoch(model: NextItemModel, optimiser, batches, negatives: int, deadline: float) -> float:
     """One pass over the training batches (cut short at the deadline); mean loss."""
     model.train()
     total, count = 0.0, 0
     for inputs, targets in batches:
-        loss = model.loss(inputs, targets)
+        loss = model.loss(inputs, targets, negatives)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
