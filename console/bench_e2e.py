@@ -196,9 +196,22 @@ def _stage(settings, watcher, events, rate: float, seconds: float, drain: float,
     print(f"  {rate:>6,.0f}/s offered {offered:,.0f}/s: {stage.received:,}/{count:,} answered, "
           f"p99 {stage.percentile(0.99):,.0f} ms")
     watcher.wait_for(first + count, 60)  # let a backlog clear before the next stage
+    _settle(worker)
     inferred, consumed = (after - earlier for after, earlier in zip(_work(worker), before))
     stage.inferred = inferred / max(consumed, 1)
     return stage
+
+
+def _settle(worker, timeout_s: float = 60.0) -> None:
+    """Wait until the worker has read every event offered (its lag gauge, refreshed each second):
+    events a stage lost or left behind must not land in the next stage's figures."""
+    deadline = time.monotonic() + timeout_s
+    time.sleep(1.5)
+    while time.monotonic() < deadline:
+        if sum(s.value for s in worker.samples() if s.name == "shopguide_consumer_lag") == 0:
+            return
+        time.sleep(0.5)
+    print(f"  the worker still lags after {timeout_s:.0f} s: the next stage starts behind")
 
 
 def _work(worker) -> tuple[float, float]:
