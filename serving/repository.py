@@ -2,9 +2,10 @@
 
 `<root>/<model>/` holds config.pbtxt and model.py (the template, kept in git). Each publish writes
 a numbered, self-contained version directory beside them: model.py, wire.py (serving/wire.py: the
-tensor names and padding model.py uses), model.onnx, item_index.json, export.json. A rolled-back version moves to `<model>/retired/<N>`: Triton skips directories
-whose names are not numbers, and a version number is never handed out twice, so a
-recommendation's model version always names one model.
+tensor names and padding model.py uses), model.onnx, item_index.json, export.json. A rolled-back
+version moves to `<model>/retired/<N>`: Triton skips directories whose names are not numbers, and
+a version number is never handed out twice, so a recommendation's model version always names one
+model.
 
 A version that Triton loaded and that answered a probe before it got its number carries
 `verified.json` (serving/rollout.py). The live version is the newest verified one, and

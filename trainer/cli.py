@@ -63,7 +63,11 @@ def register(commands, bench):
         "model", help="torch eager vs ONNX Runtime fp32 and int8, batch 1 and 64",
         description="Requests/s and p50/p99 latency of the model plus top-k, one call at a time on real "
                     "histories, for torch eager and the ONNX Runtime fp32 and int8 exports (and torch on "
-                    "a GPU when there is one).")
+                    "a GPU when there is one). With --items: what the catalogue's size costs instead, with "
+                    "random weights (training step, export, model size, latency exact and cluster-pruned, "
+                    "peak memory per size).")
+    model.add_argument("--items", type=int, nargs="+", metavar="N",
+                       help="catalogue sizes to measure with random weights, e.g. 12000 100000 1000000")
     model.add_argument("--checkpoint", type=Path, help="checkpoint.pt (default HOME/models/toys/checkpoint.pt)")
     model.add_argument("--export", type=Path, help="export directory (default: beside the checkpoint, export/)")
     model.add_argument("--data", type=Path, help="histories to send (default: the checkpoint's data)")
@@ -121,9 +125,20 @@ def _export(args: argparse.Namespace, settings) -> int:
     return 0
 
 
+def _bench_catalogue(args: argparse.Namespace) -> int:
+    from trainer.bench_catalogue import run
+
+    if min(args.items) < 2 or args.seconds <= 0 or args.threads < 1:
+        raise UserError("--items must be at least 2, --seconds and --threads positive")
+    run(args.items, args.threads, args.seconds)
+    return 0
+
+
 def _bench_model(args: argparse.Namespace, settings) -> int:
     from trainer.bench_model import run
 
+    if args.items:
+        return _bench_catalogue(args)
     checkpoint = args.checkpoint or settings.home / "models" / "toys" / "checkpoint.pt"
     export_dir = args.export or checkpoint.parent / "export"
     if not (export_dir / "export.json").is_file():

@@ -25,6 +25,7 @@ from torch import nn
 from serving.wire import GRAPH_INPUT, GRAPH_OUTPUTS
 from shopguide.process import kill_point
 from trainer.checkpoint import Checkpoint
+from trainer.clustered import PROBE, ClusteredTopK, cluster, default_clusters
 from trainer.model import NextItemModel
 
 FP32 = "model.onnx"
@@ -44,25 +45,43 @@ class TopK(nn.Module):
         return top_ids, top_scores
 
 
-def export(checkpoint: Path | str | Checkpoint, out_dir: Path | str, top_k: int = 20) -> Path:
-    """Write the serving files for `checkpoint` into out_dir; returns out_dir."""
+def export(checkpoint: Path | str | Checkpoint, out_dir: Path | str, top_k: int = 20, clusters: int | None = None,
+           probe: int = PROBE) -> Path:
+    """Write the serving files for `checkpoint` into out_dir; returns out_dir. clusters: 0 scores
+    every item (exact), N > 0 prunes by N clusters (trainer/clustered.py), None picks by catalogue size."""
     source = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    head = TopK(source.model.eval(), top_k).eval()
-    with tempfile.TemporaryDirectory(dir=out) as tmp, _quiet():  # in out: a killed export leaves nothing elsewhere
-        raw = Path(tmp) / "raw.onnx"
-        _to_onnx(head, raw)
-        _optimise(raw, out / FP32)
+    head, scoring = serving_head(source.model.eval(), top_k, clusters, probe)
+    with tempfile.TemporaryDirectory(dir=out) as tmp:  # in out: a killed export leaves nothing elsewhere
+        write_graph(head, out / FP32, Path(tmp))
         kill_point("export")
-        _quantise(out / FP32, out / INT8)
+        with _quiet():
+            _quantise(out / FP32, out / INT8)
     source.index.save(out / "item_index.json")
     meta = {"top_k": head.top_k, "max_len": source.model.args.max_len, "num_items": len(source.index),
-            "input": GRAPH_INPUT, "outputs": list(GRAPH_OUTPUTS), "files": {"fp32": FP32, "int8": INT8},
+            "scoring": scoring, "input": GRAPH_INPUT, "outputs": list(GRAPH_OUTPUTS), "files": {"fp32": FP32, "int8": INT8},
             "source": str(checkpoint) if not isinstance(checkpoint, Checkpoint) else "",
             "checkpoint": source.describe()}
     (out / "export.json").write_text(json.dumps(meta, indent=2))
     return out
+
+
+def serving_head(model: NextItemModel, top_k: int, clusters: int | None = None, probe: int = PROBE
+                 ) -> tuple[nn.Module, dict]:
+    """What the server runs (model plus top-k, exact or cluster-pruned) and how it scores."""
+    clusters = default_clusters(model.num_ids - 1) if clusters is None else clusters
+    if not clusters:
+        return TopK(model, top_k).eval(), {"exact": True}
+    clustering = cluster(model.item_embedding.weight, clusters)
+    return ClusteredTopK(model, top_k, clustering, probe).eval(), {"exact": False, **clustering.describe(probe)}
+
+
+def write_graph(head: nn.Module, path: Path, scratch: Path) -> None:
+    """The head as an ONNX Runtime-optimised graph at `path` (the raw export goes to scratch)."""
+    with _quiet():
+        _to_onnx(head, scratch / "raw.onnx")
+        _optimise(scratch / "raw.onnx", path)
 
 
 @contextlib.contextmanager
@@ -77,7 +96,7 @@ def _quiet():
         logging.disable(logging.NOTSET)
 
 
-def _to_onnx(head: TopK, path: Path) -> None:
+def _to_onnx(head: nn.Module, path: Path) -> None:
     example = torch.tensor([[0, 0, 1, 2], [3, 4, 5, 6]], dtype=torch.long) % head.model.num_ids
     batch, length = torch.export.Dim("batch"), torch.export.Dim("seq_len")
     with torch.no_grad():

@@ -1,0 +1,43 @@
+"""Cluster-pruned scoring for large catalogues (trainer/clustered.py)."""
+import numpy as np
+import torch
+
+from serving.wire import PADDING
+from trainer.clustered import ClusteredTopK, cluster, default_clusters
+from trainer.export import TopK, serving_head
+from trainer.model import ModelArgs, NextItemModel
+
+
+def _model(num_ids=400) -> NextItemModel:
+    torch.manual_seed(0)
+    return NextItemModel(ModelArgs(num_ids=num_ids, max_len=8, hidden=16, layers=2, heads=2)).eval()
+
+
+def test_every_item_sits_in_exactly_one_bounded_cluster():
+    clustering = cluster(_model().item_embedding.weight, clusters=12)
+    members = clustering.members
+    assert members.shape[0] == 12 and members.shape[1] == int(np.ceil(1.5 * 399 / 12))
+    ids = members[members != PADDING]
+    assert sorted(ids.tolist()) == list(range(1, 400))
+
+
+def test_probing_every_cluster_gives_the_exact_answer():
+    model = _model()
+    ids = torch.tensor([[0, 0, 3, 4], [5, 6, 7, 8], [0, 0, 0, 0]])
+    exact_ids, exact_scores = TopK(model, 10)(ids)
+    pruned_ids, pruned_scores = ClusteredTopK(model, 10, cluster(model.item_embedding.weight, 12), probe=12)(ids)
+    torch.testing.assert_close(pruned_scores, exact_scores)
+    assert (pruned_ids == exact_ids).all()
+
+
+def test_pruned_answers_are_real_items_best_first():
+    model = _model()
+    found, scores = ClusteredTopK(model, 10, cluster(model.item_embedding.weight, 12), probe=2)(torch.tensor([[1, 2, 3]]))
+    assert found.shape == (1, 10) and (found > PADDING).all() and len(set(found[0].tolist())) == 10
+    assert (scores[0, :-1] >= scores[0, 1:]).all()
+
+
+def test_exact_scoring_is_the_default_below_two_hundred_thousand_items():
+    assert default_clusters(199_999) == 0 and default_clusters(1_000_000) == 4000
+    head, scoring = serving_head(_model(), 10)
+    assert isinstance(head, TopK) and scoring == {"exact": True}
