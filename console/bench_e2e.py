@@ -171,13 +171,15 @@ def _with_searches(clicks, share: float):
 
 
 def _drop_pipeline(settings: Settings) -> None:
-    """Its topics (events, recommendations, Faust's changelog and assignor) and worker directory."""
+    """Its topics (events, recommendations, Faust's changelog and assignor, the pass-through's) and
+    worker directories."""
     import shutil
 
     from streams.topics import delete_topics
 
     delete_topics(settings, settings.worker_id)
-    shutil.rmtree(settings.home / "worker" / settings.worker_id, ignore_errors=True)
+    for directory in (settings.home / "worker").glob(f"{settings.worker_id}*"):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _stage(settings, watcher, events, rate: float, seconds: float, drain: float, max_p99_s: float,
