@@ -28,11 +28,14 @@ from streams.agents import CRASH_EXIT
 from streams.catalog_schema import CatalogItem, decode
 from streams.delivery import Outbox, SendFailed, dead_letter
 from streams.events import RejectedEvent
-from streams.session_store import FETCH_BYTES, MAX_RECORDS
+from streams.session_store import FETCH_BYTES
 
 log = logging.getLogger(__name__)
 
 UNBUYABLE_STATES = ("out_of_stock", "delisted")
+# Records checked per turn of the event loop: 10,000-30,000/s on a busy 2-core machine, so a bulk
+# load arriving while the worker answers holds the loop 0.1 s at a time at most, not seconds.
+MAX_RECORDS = 1_000
 
 
 class Catalog:
@@ -101,6 +104,7 @@ class CatalogFollower:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=MAX_RECORDS)
                 for records in batches.values():
                     await self.apply(records)
+                    await asyncio.sleep(0)  # fetched records come back without a pause: let the loop turn
                 for tp in list(pending):
                     if await consumer.position(tp) >= self.started_at[tp]:
                         pending.discard(tp)
@@ -108,16 +112,17 @@ class CatalogFollower:
             await consumer.stop()
 
     async def apply(self, records) -> None:
-        rejected = []
+        rejected, outcomes = [], Counter()
         for record in records:
             try:
                 self.catalog.apply(*decode(record.key, record.value))
-                outcome = "applied"
+                outcomes["applied"] += 1
             except RejectedEvent as rejection:
-                outcome = rejection.reason
+                outcomes[rejection.reason] += 1
                 if self.dead_letters(record):
-                    rejected.append(dead_letter(self.deadletter, record, outcome))
-            self.metrics.catalog_records.labels(outcome).inc()
+                    rejected.append(dead_letter(self.deadletter, record, rejection.reason))
+        for outcome, count in outcomes.items():  # a labelled metric costs as much as a record's checks
+            self.metrics.catalog_records.labels(outcome).inc(count)
         for state in UNBUYABLE_STATES:
             self.metrics.catalog_unbuyable.labels(state).set(self.catalog.counts[state])
         if rejected:
