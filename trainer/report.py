@@ -9,7 +9,9 @@ from trainer.evaluate import KS
 REFERENCES = {
     "ICLRec (WWW'22)": {"HR@5": 0.0598, "NDCG@5": 0.0404, "HR@10": 0.0834, "NDCG@10": 0.0480,
                         "HR@20": 0.1138, "NDCG@20": 0.0557},
-    "ICSRec (WSDM'24)": {"HR@20": 0.1368, "NDCG@20": 0.0736},
+    "SASRec + sampled softmax (RecSys'25)": {"HR@10": 0.0970, "NDCG@10": 0.0580},
+    "ICSRec (WSDM'24)": {"HR@5": 0.0788, "NDCG@5": 0.0571, "HR@10": 0.1055, "NDCG@10": 0.0657,
+                         "HR@20": 0.1368, "NDCG@20": 0.0736},
     "BSARec (AAAI'24)": {"HR@5": 0.0805},
 }
 REFERENCE_DATA = "Toys_and_Games.txt"
