@@ -6,8 +6,8 @@ page on 127.0.0.1. Then it replays Toys shoppers' recent views in time order, in
 --shoppers shoppers, from a storefront process of its own, holding back each one's last item: the
 model never trained on it (leave-one-out), and it is what the shopper did next.
 
-While the fast first model is live, a better one trains in the background (--better-minutes, at
-the lowest CPU priority) and is rolled out live when it beats the first on validation: passes
+While the fast first model is live, it is trained further in the background (--better-minutes,
+at the lowest CPU priority) and the result is rolled out live when validation improved: passes
 continue until one has run entirely on it. Each pass prints its live hit rate (the held-back item
 among our top 10) beside popularity's (its 10 most viewed items) and its latency (event to
 arrival at a storefront consumer); the end shows a few shoppers by title, the hit rate per model
@@ -37,11 +37,11 @@ def register(commands) -> None:
     demo.add_argument("--history", type=int, default=20, help="recent views replayed per shopper (default 20)")
     demo.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
     demo.add_argument("--show", type=int, default=5, help="shoppers printed in full (default 5)")
-    demo.add_argument("--train-minutes", type=float, default=1.5,
-                      help="training budget of the fast first model when none is published (default 1.5)")
+    demo.add_argument("--train-minutes", type=float, default=1.0,
+                      help="training budget of the fast first model when none is published (default 1)")
     demo.add_argument("--better-minutes", type=float, default=4.0,
-                      help="training budget of the better model trained in the background while the first "
-                           "one is live; 0: none (default 4)")
+                      help="while the first model is live, train it this much further in the background "
+                           "and roll the result out; 0: not (default 4)")
     demo.add_argument("--page-port", type=int, default=8765, help="port of the live page on 127.0.0.1 (default 8765)")
     demo.add_argument("--seed", type=int, default=0, help="which shoppers are drawn (default 0)")
     demo.set_defaults(handler=run)

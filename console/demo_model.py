@@ -1,13 +1,15 @@
 """The demo's models: a fast first one, so the first recommendation comes within minutes of a
-fresh install, and a better one trained in the background while the replay runs, then rolled
-out live through the normal publish path (serving/rollout.py): Triton loads it while the first
-one keeps answering.
+fresh install, and a better one, the first trained further in the background while the replay
+runs, then rolled out live through the normal publish path (serving/rollout.py): Triton loads it
+while the first one keeps answering.
 
-Both are `shopguide train`'s default recipe; the better one trains longer. Cheaper recipes were
-measured for the first (README, "Quick start"): a smaller model does not buy more epochs in a
-short budget, because scoring the whole catalogue dominates an epoch, and each scored below the
-default. The better model follows only while the first one is live, so a model published by
-hand is never replaced by the demo's.
+Both use `shopguide train`'s default recipe. Cheaper recipes were measured for the first (README,
+"Quick start"): a smaller model does not buy more epochs in a short budget, because scoring the
+whole catalogue dominates an epoch, and each scored below the default. Training goes on from the
+first model's weights rather than from scratch, so every epoch the background gets (at the
+lowest CPU priority, on a busy machine maybe one) adds to what the first one learnt. The better
+model follows only while the first one is live, so a model published by hand is never replaced
+by the demo's.
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ def first_is_live(settings: Settings) -> bool:
 
 
 class BetterModel:
-    """Trains in a process of its own at the lowest CPU priority (the pipeline keeps its cores),
-    exports, and publishes the result when it beats the first model on validation."""
+    """Trains the first model further in a process of its own at the lowest CPU priority (the
+    pipeline keeps its cores), and publishes the result when validation improved."""
 
     def __init__(self, settings: Settings, data: Path, minutes: float):
         self.settings = settings
@@ -79,10 +81,10 @@ class BetterModel:
         if self.process.exitcode != 0:
             self.outcome = f"the better model's training stopped (exit {self.process.exitcode}; log {self.log})"
             return
-        first, better = self.result.get()
-        scores = f"validation {MONITOR} {better['valid'][MONITOR]:.4f} vs the first model's {first['valid'][MONITOR]:.4f}"
-        if better["valid"][MONITOR] <= first["valid"][MONITOR]:
-            self.outcome = f"the better model was not better ({scores}): not published"
+        trained = self.result.get()
+        scores = f"validation {MONITOR} {trained['first']:.4f} -> {trained['better']:.4f}"
+        if trained["better"] <= trained["first"]:
+            self.outcome = f"further training did not improve the first model ({scores}): nothing published"
             return
         try:
             version, serving = publish(self.settings, self.out / "export")
@@ -90,32 +92,36 @@ class BetterModel:
             self.outcome = f"the better model was not published: {exc}"
             return
         self.published = (version, time.time())
-        self.outcome = (f"model v{version} ({better['epochs']} epochs; {scores}) published and served by Triton "
-                        f"(v{serving}) while the replay ran")
+        self.outcome = (f"model v{version} ({trained['epochs']} more epochs; {scores}) published and served by "
+                        f"Triton (v{serving}) while the replay ran")
         print(f"\n{self.outcome}")
 
 
 def _train(data: Path, minutes: float, models: Path, result) -> None:
-    """In the background process: train the default recipe, export it, hand back both models'
-    metrics. Output goes to the log, not the demo's terminal."""
+    """In the background process: train the first model further and export it if validation
+    improved (training saves a checkpoint only then). Output goes to the log, not the terminal."""
     import contextlib
     import os
 
     import torch
 
+    from trainer import data as training_data
     from trainer.checkpoint import Checkpoint
     from trainer.config import TrainConfig
     from trainer.export import export
-    from trainer.train import fit
+    from trainer.train import train
 
     os.nice(19)
     torch.set_num_threads(2)
     out = models / BETTER
     with open(out / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        better = fit(data, TrainConfig(max_minutes=minutes), out=out, progress=False)
-        export(out / "checkpoint.pt", out / "export")
-        first = Checkpoint.load(models / FIRST / "checkpoint.pt")
-        print(f"{len(better.history)} epochs; test {better.metrics['test']}", flush=True)
-    # A model that never beat its random start has no validation metrics: it scores 0.
-    result.put(({"valid": first.metrics.get("valid", {MONITOR: 0.0})},
-                {"valid": better.metrics.get("valid", {MONITOR: 0.0}), "epochs": len(better.history)}))
+        checkpoint = Checkpoint.load(models / FIRST / "checkpoint.pt")
+        first, epochs = checkpoint.metrics.get("valid", {}).get(MONITOR, 0.0), len(checkpoint.history)
+        split = training_data.leave_one_out(training_data.load(data, checkpoint.index)[1])
+        (out / "checkpoint.pt").unlink(missing_ok=True)
+        train(checkpoint, split, TrainConfig(max_minutes=minutes), out / "checkpoint.pt", progress=False)
+        better = checkpoint.metrics["valid"][MONITOR] if (out / "checkpoint.pt").exists() else first
+        if better > first:
+            export(out / "checkpoint.pt", out / "export")
+        print(f"{len(checkpoint.history) - epochs} more epochs; validation {MONITOR} {first:.4f} -> {better:.4f}", flush=True)
+    result.put({"first": first, "better": better, "epochs": len(checkpoint.history) - epochs})
