@@ -136,8 +136,8 @@ def _register_worker(commands) -> None:
         "worker", help="run a Faust worker: session table, dead letters, recommendations, /metrics",
         description="Consume the event topics, keep each user's session in the changelog-backed table "
                     "user_sessions, send rejected events to the dead-letter topic, push one recommendation per "
-                    "accepted event to the recommendations topic (Triton, or popularity when it can't answer), "
-                    "and serve Prometheus "
+                    "accepted event to the recommendations topic (Triton, or popularity when it can't answer; never "
+                    "an item the catalogue topic marks out of stock or delisted), and serve Prometheus "
                     "metrics on http://<host>:<worker-port>/metrics. Start one per core or host; "
                     "partitions are shared among workers with the same --app-id.")
     add_kafka_flags(worker)
