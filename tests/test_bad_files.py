@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from console.cli import main
+from serving import wire
 from serving.repository import TEMPLATE, export_meta
 from shopguide.config import Settings
 from shopguide.errors import UserError
@@ -106,6 +107,7 @@ def served_model(monkeypatch):
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils",
                         types.SimpleNamespace(TritonModelException=TritonModelException,
                                               triton_string_to_numpy=numpy_types.get))
+    monkeypatch.setitem(sys.modules, "wire", wire)  # a published version carries a copy beside model.py
     spec = importlib.util.spec_from_file_location("served_next_item", TEMPLATE / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
