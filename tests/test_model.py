@@ -1,7 +1,9 @@
 import torch
 
 from trainer.item_index import PADDING
+from trainer.config import TrainConfig
 from trainer.model import ModelArgs, NextItemModel
+from trainer.train import optimisers_for
 
 
 def _model(num_ids=30, **kw) -> NextItemModel:
@@ -73,14 +75,20 @@ def test_newest_only_targets_give_the_loss_of_the_last_position():
 
 
 def test_sampled_negatives_learn_and_cover_the_catalogue_when_asked_for_all_of_it():
-    model = _model(num_ids=500, dropout=0.0).train()
+    model = _model(num_ids=5000, dropout=0.0).train()
     inputs, targets = torch.tensor([[0, 1, 2, 3]] * 4), torch.tensor([4, 5, 6, 7])
     full = model.loss(inputs, targets)
-    assert model.loss(inputs, targets, negatives=10_000) == full  # more draws than items: the whole catalogue
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    assert model.loss(inputs, targets, negatives=100_000) == full  # more draws than items: the whole catalogue
+    optimisers = optimisers_for(model, TrainConfig(lr=1e-2), negatives=64)
+    untouched = model.item_embedding.weight[400:].detach().clone()
     first = model.loss(inputs, targets, negatives=64)
     for _ in range(30):
-        optimiser.zero_grad()
+        for optimiser in optimisers:
+            optimiser.zero_grad()
         model.loss(inputs, targets, negatives=64).backward()
-        optimiser.step()
+        assert model.item_embedding.weight.grad.is_sparse
+        for optimiser in optimisers:
+            optimiser.step()
     assert model.loss(inputs, targets) < full and torch.isfinite(first)
+    changed = (model.item_embedding.weight[400:] != untouched).any(1).float().mean()
+    assert 0 < changed < 0.8  # only the rows a step drew or read move

@@ -77,17 +77,20 @@ def measure_size(items: int, threads: int, seconds: float) -> list[dict]:
 
 
 def _train_step(model, histories, negatives: int) -> float:
-    import torch
+    from trainer.config import TrainConfig
+    from trainer.train import optimisers_for
 
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimisers = optimisers_for(model, TrainConfig(), negatives)
     model.train()
     times = []
     for _ in range(3):  # the first step allocates optimiser state
         started = time.perf_counter()
         loss = model.loss(histories[:, :-1], histories[:, -1], negatives)
-        optimiser.zero_grad(set_to_none=True)
+        for optimiser in optimisers:
+            optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        optimiser.step()
+        for optimiser in optimisers:
+            optimiser.step()
         times.append(time.perf_counter() - started)
     return min(times[1:])
 

@@ -57,12 +57,14 @@ class NextItemModel(nn.Module):
     def num_ids(self) -> int:
         return self.item_embedding.num_embeddings
 
-    def embed(self, item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first layer's input [batch, length, hidden] and the attention mask of left-padded ids."""
+    def embed(self, item_ids: torch.Tensor, sparse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first layer's input [batch, length, hidden] and the attention mask of left-padded ids.
+        sparse: the item table's gradient holds only the rows looked up (see `loss`)."""
         item_ids = item_ids[:, -self.args.max_len:]
         length = item_ids.shape[1]
         positions = torch.arange(self.args.max_len - length, self.args.max_len, device=item_ids.device)
-        x = self.item_embedding(item_ids) + self.position_embedding(positions)
+        items = nn.functional.embedding(item_ids, self.item_embedding.weight, PADDING, sparse=sparse)
+        x = items + self.position_embedding(positions)
         return self.dropout(self.norm(x)), _attention_mask(item_ids, x.dtype)
 
     def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
@@ -70,11 +72,11 @@ class NextItemModel(nn.Module):
         x, mask = self.embed(item_ids)
         return self.encoder(x, attention_mask=mask).last_hidden_state
 
-    def encode_newest(self, item_ids: torch.Tensor) -> torch.Tensor:
+    def encode_newest(self, item_ids: torch.Tensor, sparse: bool = False) -> torch.Tensor:
         """The newest position's hidden state [batch, hidden], equal to encode(...)[:, -1]: the last
         layer computes that one position only (its query against every key), which is all an
         answer needs."""
-        x, mask = self.embed(item_ids)
+        x, mask = self.embed(item_ids, sparse)
         *lower, last = self.encoder.layer
         for layer in lower:
             x = layer(x, mask)
@@ -93,17 +95,20 @@ class NextItemModel(nn.Module):
         """Cross-entropy of the targets that are not padding: targets [batch, length] has one per
         position; targets [batch] one per sequence, after its newest item (only that position is
         computed in the last layer). negatives=0 scores the whole catalogue; negatives=N scores the
-        target against N item ids drawn uniformly (one draw shared by the batch), so a step costs
-        the same at any catalogue size."""
+        target against N item ids drawn uniformly (one draw shared by the batch) and, with
+        targets [batch], gives the item table a sparse gradient (the rows used), so a step costs the
+        same at any catalogue size (trainer/train.py gives the table a sparse optimiser then)."""
+        drawn = 0 < negatives < self.num_ids - 1
+        sparse = drawn and targets.dim() == 1
         if targets.dim() == 1:
-            hidden, wanted = self.encode_newest(item_ids), targets
+            hidden, wanted = self.encode_newest(item_ids, sparse), targets
         else:
             hidden = self.encode(item_ids)
             wanted = targets[:, -hidden.shape[1]:]
         keep = wanted != PADDING
         hidden, wanted = hidden[keep], wanted[keep]
-        if negatives and negatives < self.num_ids - 1:
-            return _sampled_softmax(hidden, wanted, self.item_embedding.weight, negatives)
+        if drawn:
+            return _sampled_softmax(hidden, wanted, self.item_embedding.weight, negatives, sparse)
         return nn.functional.cross_entropy(hidden @ self.item_embedding.weight.T, wanted)
 
     def grow(self, num_ids: int) -> int:
@@ -121,12 +126,14 @@ class NextItemModel(nn.Module):
         return added
 
 
-def _sampled_softmax(hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, negatives: int) -> torch.Tensor:
+def _sampled_softmax(hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, negatives: int,
+                     sparse: bool) -> torch.Tensor:
     """Softmax over each target and `negatives` uniform draws (a draw equal to the target is masked).
     Uniform draws need no log-q correction: every item is equally likely to be drawn."""
     drawn = torch.randint(1, table.shape[0], (negatives,), device=hidden.device)
-    positive = (hidden * table[targets]).sum(-1, keepdim=True)
-    negative = (hidden @ table[drawn].T).masked_fill(drawn[None, :] == targets[:, None], NEG_INF)
+    positive = (hidden * nn.functional.embedding(targets, table, sparse=sparse)).sum(-1, keepdim=True)
+    negative = hidden @ nn.functional.embedding(drawn, table, sparse=sparse).T
+    negative = negative.masked_fill(drawn[None, :] == targets[:, None], NEG_INF)
     logits = torch.cat([positive, negative], dim=1)
     return nn.functional.cross_entropy(logits, torch.zeros_like(targets))
 

@@ -48,9 +48,10 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     model, rng = checkpoint.model, random.Random(config.seed)
     cut = data.training_prefixes if config.prefixes else data.training_windows
     windows = cut(split.train, config.max_len)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=config.lr_decay,
-                                                         patience=config.lr_patience)
+    negatives = config.negatives_for(model.num_ids)
+    optimisers = optimisers_for(model, config, negatives)
+    plateaus = [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max", factor=config.lr_decay, patience=config.lr_patience)
+                for o in optimisers]
     deadline = time.monotonic() + 60.0 * config.max_minutes
     # Scored before the first step, so a fine-tune that only makes things worse hands back the
     # weights it started from (a fresh model's baseline is near zero and is beaten at once).
@@ -60,14 +61,15 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     for epoch in bar:
         started, cpu = time.monotonic(), time.process_time()
         batches = data.training_batches(windows, config.batch_size, rng, config.prefixes)
-        loss = _epoch(model, optimiser, batches, config.negatives_for(model.num_ids), deadline)
+        loss = _epoch(model, optimisers, batches, negatives, deadline)
         valid = evaluate_model(model, split.valid_inputs, split.valid_targets)
-        checkpoint.history.append({"epoch": epoch + 1, "loss": loss, "lr": optimiser.param_groups[0]["lr"],
+        checkpoint.history.append({"epoch": epoch + 1, "loss": loss, "lr": optimisers[0].param_groups[0]["lr"],
                                    "seconds": time.monotonic() - started,
                                    "cpu_seconds": time.process_time() - cpu,
                                    **{f"valid_{k}": v for k, v in valid.items()}})
         bar.set_postfix(loss=f"{loss:.3f}", ndcg20=f"{valid[MONITOR]:.4f}", best=f"{max(best, valid[MONITOR]):.4f}")
-        plateau.step(valid[MONITOR])
+        for plateau in plateaus:
+            plateau.step(valid[MONITOR])
         if valid[MONITOR] > best:
             best, best_state, stale = valid[MONITOR], copy.deepcopy(model.state_dict()), 0
             checkpoint.metrics["valid"] = valid
@@ -81,15 +83,29 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     model.eval()
 
 
-def _epoch(model: NextItemModel, optimiser, batches, negatives: int, deadline: float) -> float:
+def optimisers_for(model: NextItemModel, config: TrainConfig, negatives: int) -> list:
+    """AdamW; with drawn negatives on prefixes the item table's gradient is sparse (the rows a step
+    used), so the table gets lazy Adam (SparseAdam, no weight decay) and a step's update does not
+    grow with the catalogue."""
+    if not (negatives and config.prefixes):
+        return [torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)]
+    table = model.item_embedding.weight
+    rest = [p for p in model.parameters() if p is not table]
+    return [torch.optim.AdamW(rest, lr=config.lr, weight_decay=config.weight_decay),
+            torch.optim.SparseAdam([table], lr=config.lr)]
+
+
+def _epoch(model: NextItemModel, optimisers: list, batches, negatives: int, deadline: float) -> float:
     """One pass over the training batches (cut short at the deadline); mean loss."""
     model.train()
     total, count = 0.0, 0
     for inputs, targets in batches:
         loss = model.loss(inputs, targets, negatives)
-        optimiser.zero_grad(set_to_none=True)
+        for optimiser in optimisers:
+            optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        optimiser.step()
+        for optimiser in optimisers:
+            optimiser.step()
         total, count = total + loss.item(), count + 1
         if time.monotonic() >= deadline:
             break
