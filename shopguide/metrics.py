@@ -52,6 +52,9 @@ class WorkerMetrics:
                                        "(out_of_stock, delisted)", ["state"], registry=registry)
         self.catalog_records = Counter("shopguide_catalog_records", "Catalogue records read, by outcome (applied, "
                                        "or the reason it was rejected)", ["outcome"], registry=registry)
+        for state in ("out_of_stock", "delisted"):  # zero series from the start, so panels show 0, not "no data"
+            self.catalog_unbuyable.labels(state)
+        self.catalog_records.labels("applied")
 
 
 class FinetuneMetrics:
