@@ -41,3 +41,21 @@ def test_exact_scoring_is_the_default_below_two_hundred_thousand_items():
     assert default_clusters(199_999) == 0 and default_clusters(1_000_000) == 4000
     head, scoring = serving_head(_model(), 10)
     assert isinstance(head, TopK) and scoring == {"exact": True}
+
+
+def test_the_exported_graph_answers_as_torch_does(tmp_path):
+    import onnxruntime as ort
+
+    from serving.wire import GRAPH_INPUT, GRAPH_OUTPUTS
+    from trainer.export import write_graph
+
+    model = _model()
+    head, scoring = serving_head(model, 10, clusters=12, probe=3)
+    assert scoring["clusters"] == 12 and scoring["probe"] == 3 and not scoring["exact"]
+    write_graph(head, tmp_path / "model.onnx", tmp_path)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    ids = torch.tensor([[0, 0, 3, 4], [5, 6, 7, 8], [0, 0, 0, 9]])
+    found, scores = session.run(list(GRAPH_OUTPUTS), {GRAPH_INPUT: ids.numpy()})
+    expected_ids, expected_scores = head(ids)
+    assert (found == expected_ids.numpy()).all()
+    np.testing.assert_allclose(scores, expected_scores.detach().numpy(), rtol=1e-4, atol=1e-5)
