@@ -23,6 +23,8 @@ from streams.session_store import SessionStore
 from streams.stall_guard import StallGuard
 from streams.topics import changelog_topic
 
+FETCH_MAX_WAIT_MS = 5  # the most a fetch waits for SHOPGUIDE_FETCH_MIN_BYTES: below the batch wait
+
 
 def faust_config(settings: Settings) -> dict:
     servers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
@@ -53,6 +55,7 @@ def create_app(settings: Settings, recommend: bool = True) -> faust.App:
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.worker_id, **config)
     faust_internals.serve_metrics_only(app)
+    faust_internals.fetch_in_batches(settings.fetch_min_bytes, FETCH_MAX_WAIT_MS)
     metrics = WorkerMetrics(CollectorRegistry())
 
     async def send(*record):
