@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -114,16 +113,11 @@ def _export(model, clusters: int, threads: int):
 
 def _latency(session, batch: int, items: int, seconds: float) -> float:
     from serving.wire import GRAPH_INPUT
+    from trainer.bench_model import measure
 
     rng = np.random.default_rng(0)
     calls = [rng.integers(1, items + 1, (batch, MAX_LEN)) for _ in range(8)]
-    session.run(None, {GRAPH_INPUT: calls[0]})
-    latencies, started = [], time.perf_counter()
-    while time.perf_counter() - started < seconds or len(latencies) < 3:
-        begin = time.perf_counter()
-        session.run(None, {GRAPH_INPUT: calls[len(latencies) % len(calls)]})
-        latencies.append(time.perf_counter() - begin)
-    return 1000 * statistics.median(latencies)
+    return measure("ORT fp32", lambda ids: session.run(None, {GRAPH_INPUT: ids}), calls, seconds).p50_ms
 
 
 if __name__ == "__main__":
