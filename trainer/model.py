@@ -98,7 +98,7 @@ class NextItemModel(nn.Module):
         target against N item ids drawn uniformly (one draw shared by the batch) and, with
         targets [batch], gives the item table a sparse gradient (the rows used), so a step costs the
         same at any catalogue size (trainer/train.py gives the table a sparse optimiser then)."""
-        drawn = 0 < negatives < self.num_ids - 1
+        drawn = self.draws(negatives)
         sparse = drawn and targets.dim() == 1
         if targets.dim() == 1:
             hidden, wanted = self.encode_newest(item_ids, sparse), targets
@@ -110,6 +110,11 @@ class NextItemModel(nn.Module):
         if drawn:
             return _sampled_softmax(hidden, wanted, self.item_embedding.weight, negatives, sparse)
         return nn.functional.cross_entropy(hidden @ self.item_embedding.weight.T, wanted)
+
+    def draws(self, negatives: int) -> bool:
+        """Whether `loss(..., negatives)` draws negatives (asking for as many as there are items
+        scores the whole catalogue)."""
+        return 0 < negatives < self.num_ids - 1
 
     def grow(self, num_ids: int) -> int:
         """Extend the item table to `num_ids` rows (new items start from small random vectors)."""

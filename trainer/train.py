@@ -87,7 +87,7 @@ def optimisers_for(model: NextItemModel, config: TrainConfig, negatives: int) ->
     """AdamW; with drawn negatives on prefixes the item table's gradient is sparse (the rows a step
     used), so the table gets lazy Adam (SparseAdam, no weight decay) and a step's update does not
     grow with the catalogue."""
-    if not (negatives and config.prefixes):
+    if not (model.draws(negatives) and config.prefixes):
         return [torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)]
     table = model.item_embedding.weight
     rest = [p for p in model.parameters() if p is not table]
