@@ -17,11 +17,16 @@ import numpy as np
 REQUEST_ITEMS = "ITEMS"     # BYTES [batch, -1]: shop ids, left-padded with b""
 RESPONSE_ITEMS = "ITEMS"    # BYTES [batch, top_k]: shop ids, best first
 RESPONSE_SCORES = "SCORES"  # FP32 [batch, top_k]
+REQUEST_QUERY = "QUERY"     # BYTES [batch, 1], optional: the session's search text, b"" for none
 
 # ONNX graph (trainer/export.py)
 GRAPH_INPUT = "item_ids"                  # INT64 [batch, seq_len]: model ids, left-padded with PADDING
 GRAPH_OUTPUTS = ("top_ids", "top_scores")  # INT64 / FP32 [batch, top_k], best first
 PADDING = 0                               # the model id of no item
+# Versions exported with a text tower (export.json "query_tokens": the width, tokenizer.json beside it)
+GRAPH_QUERY = "query_ids"                 # INT64 [batch, query_tokens]: token ids, right-padded with
+                                          # QUERY_PADDING; a row of padding is no query
+QUERY_PADDING = 0                         # the tokenizer's [PAD]
 SHOP_PADDING = b""
 
 
@@ -40,3 +45,13 @@ def left_pad(rows: Sequence[Sequence], width: int | None = None, fill=PADDING, d
         if tail:
             padded[n, width - len(tail):] = tail
     return padded
+
+
+def token_rows(tokenizer, texts: Sequence[str], width: int) -> np.ndarray:
+    """[len(texts), width] token ids of each text (a `tokenizers.Tokenizer`, loaded by the caller
+    from tokenizer.json), cut to `width` and right-padded with QUERY_PADDING; "" is a row of padding."""
+    rows = np.full((len(texts), width), QUERY_PADDING, dtype=np.int64)
+    for n, encoding in enumerate(tokenizer.encode_batch([text or "" for text in texts])):
+        ids = encoding.ids[:width]
+        rows[n, :len(ids)] = ids
+    return rows
