@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from serving.wire import REQUEST_ITEMS, RESPONSE_ITEMS, RESPONSE_SCORES, SHOP_PADDING, left_pad
+from serving.wire import REQUEST_ITEMS, REQUEST_QUERY, RESPONSE_ITEMS, RESPONSE_SCORES, SHOP_PADDING, left_pad
 
 PROBE_TIMEOUT_S = 2.0
 RECONNECT_BACKOFF_MAX_MS = 1000
@@ -29,6 +29,14 @@ class ServingError(Exception):
 def encode(sessions: Sequence[Sequence]) -> np.ndarray:
     """Sessions of shop ids (str or int) -> a BYTES array, each row left-padded with b""."""
     return left_pad([[str(item).encode() for item in items] for items in sessions], fill=SHOP_PADDING, dtype=np.object_)
+
+
+def encode_queries(queries: Sequence[str], rows: int) -> np.ndarray:
+    """Search texts (None: b"" for every row) -> a BYTES [rows, 1] array."""
+    texts = [(query or "").encode() for query in queries] if queries is not None else [SHOP_PADDING] * rows
+    if len(texts) != rows:
+        raise ValueError(f"{len(texts)} queries for {rows} sessions")
+    return np.array(texts, dtype=np.object_).reshape(rows, 1)
 
 
 def decode(items: np.ndarray, scores: np.ndarray) -> list[Recommendation]:
@@ -78,18 +86,22 @@ class TritonClient:
             ])
         return self._client
 
-    async def recommend(self, sessions: Sequence[Sequence], timeout_s: float) -> tuple[list[Recommendation], int | None]:
-        """(items, scores) per session, best first, and the model version that answered."""
+    async def recommend(self, sessions: Sequence[Sequence], timeout_s: float,
+                        queries: Sequence[str] | None = None) -> tuple[list[Recommendation], int | None]:
+        """(items, scores) per session, best first, and the model version that answered. `queries`
+        is each session's search text ("" for none); it is always sent, so that every call of the
+        worker can share a dynamic batch (Triton batches only requests with the same inputs)."""
         if not sessions:
             return [], None
         from tritonclient.grpc import InferInput
         from tritonclient.utils import InferenceServerException
 
-        rows = encode(sessions)
-        request = InferInput(REQUEST_ITEMS, list(rows.shape), "BYTES")
-        request.set_data_from_numpy(rows)
+        inputs = []
+        for name, rows in ((REQUEST_ITEMS, encode(sessions)), (REQUEST_QUERY, encode_queries(queries, len(sessions)))):
+            inputs.append(InferInput(name, list(rows.shape), "BYTES"))
+            inputs[-1].set_data_from_numpy(rows)
         try:
-            result = await self._connection().infer(self.model_name, [request], client_timeout=timeout_s)
+            result = await self._connection().infer(self.model_name, inputs, client_timeout=timeout_s)
         except InferenceServerException as exc:
             raise _serving_error(exc) from exc
         answers = decode(result.as_numpy(RESPONSE_ITEMS), result.as_numpy(RESPONSE_SCORES))

@@ -20,6 +20,7 @@ from shopguide.errors import UserError
 
 SUFFIX = "-probe"
 SERVED_FILES = ("model.py", "wire.py", "model.onnx", "item_index.json", "export.json")
+TOWER_FILES = ("tokenizer.json",)  # a version with a text tower
 SESSION_ITEMS = 3
 LOAD_TIMEOUT_S = 120.0
 
@@ -36,6 +37,8 @@ def verify(settings, directory: Path) -> dict:
     name = probe_name(settings.model_name)
     config = _config_json(Path(directory).parent / "config.pbtxt", name)
     files = {f"file:1/{file}": (Path(directory) / file).read_bytes() for file in SERVED_FILES}
+    files.update({f"file:1/{file}": (Path(directory) / file).read_bytes() for file in TOWER_FILES
+                  if (Path(directory) / file).exists()})
     try:
         with grpcclient.InferenceServerClient(settings.triton_grpc) as client:
             client.load_model(name, config=config, files=files, client_timeout=LOAD_TIMEOUT_S)

@@ -2,7 +2,8 @@
 
 `<root>/<model>/` holds config.pbtxt and model.py (the template, kept in git). Each publish writes
 a numbered, self-contained version directory beside them: model.py, wire.py (serving/wire.py: the
-tensor names and padding model.py uses), model.onnx, item_index.json, export.json. A rolled-back
+tensor names and padding model.py uses), model.onnx, item_index.json, export.json, and
+tokenizer.json for a version with a text tower. A rolled-back
 version moves to `<model>/retired/<N>`: Triton skips directories whose names are not numbers, and
 a version number is never handed out twice, so a recommendation's model version always names one
 model.
@@ -30,8 +31,9 @@ from shopguide.errors import UserError
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository" / "next_item"
 TEMPLATE_FILES = ("config.pbtxt", "model.py")
 EXPORT_FILES = ("item_index.json", "export.json")
-# What trainer/job.py fine-tunes from, and the record of the run that made the version.
-OPTIONAL_FILES = ("checkpoint.pt", "finetune.json")
+# A text tower's tokenizer (model.py reads it), what trainer/job.py fine-tunes from, and the
+# record of the run that made the version.
+OPTIONAL_FILES = ("tokenizer.json", "checkpoint.pt", "finetune.json")
 RETIRED = "retired"
 VERIFIED = "verified.json"
 STAGING = ".publish-"

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from serving.client import ServingError, TritonClient, decode, encode
+from serving.client import ServingError, TritonClient, decode, encode, encode_queries
 from shopguide.process import free_port
 
 
@@ -19,17 +19,24 @@ def test_encode_of_only_new_users_still_has_one_column():
     assert encode([[], []]).shape == (2, 1)
 
 
+def test_queries_are_one_bytes_column_and_none_is_empty_text():
+    assert encode_queries(["red car", "", None], 3).tolist() == [[b"red car"], [b""], [b""]]
+    assert encode_queries(None, 2).tolist() == [[b""], [b""]]
+    with pytest.raises(ValueError, match="1 queries for 2 sessions"):
+        encode_queries(["a"], 2)
+
+
 def test_decode_drops_padding_answers():
     items = np.array([[b"x", b"", b"y"]], dtype=np.object_)
     scores = np.array([[3.0, 2.0, 1.0]], dtype=np.float32)
     assert decode(items, scores) == [(["x", "y"], [3.0, 1.0])]
 
 
-def recommend(url, sessions, timeout_s=10.0):
+def recommend(url, sessions, timeout_s=10.0, queries=None):
     async def call():
         client = TritonClient(url)
         try:
-            return await client.recommend(sessions, timeout_s)
+            return await client.recommend(sessions, timeout_s, queries)
         finally:
             await client.close()
     return asyncio.run(call())
@@ -103,6 +110,14 @@ def test_concurrent_calls_of_different_widths_share_dynamic_batches_correctly(tr
             await client.close()
     for session, (answers, _) in zip(sessions, asyncio.run(calls())):
         assert_same_answer(answers[0], reference(session))
+
+
+@pytest.mark.triton
+def test_a_version_without_a_text_tower_answers_a_query_as_if_there_were_none(triton, catalogue, reference):
+    sessions = [catalogue[:3], []]
+    answers, _ = recommend(triton.url, sessions, queries=["wooden train set", "puzzle"])
+    for session, answer in zip(sessions, answers):
+        assert_same_answer(answer, reference(session))
 
 
 @pytest.mark.triton

@@ -17,11 +17,14 @@ from tests.fixtures.triton import triton_settings
 pytestmark = pytest.mark.triton
 
 
-def infer(url, array, datatype):
-    request = grpcclient.InferInput("ITEMS", list(array.shape), datatype)
-    request.set_data_from_numpy(array)
+def infer(url, array, datatype, query=None):
+    inputs = [grpcclient.InferInput("ITEMS", list(array.shape), datatype)]
+    inputs[0].set_data_from_numpy(array)
+    if query is not None:
+        inputs.append(grpcclient.InferInput("QUERY", list(query.shape), "BYTES"))
+        inputs[1].set_data_from_numpy(query)
     with grpcclient.InferenceServerClient(url) as client:
-        return client.infer("next_item", [request])
+        return client.infer("next_item", inputs)
 
 
 def test_wrong_dtype_or_shape_is_refused_and_the_server_keeps_answering(triton):
@@ -32,6 +35,18 @@ def test_wrong_dtype_or_shape_is_refused_and_the_server_keeps_answering(triton):
     result = infer(triton.url, np.array([[b"", b""]], dtype=np.object_), "BYTES")
     assert result.as_numpy("ITEMS").shape[0] == 1
     assert server_state(triton.url).ready
+
+
+def test_the_query_input_is_optional_and_a_misshapen_one_is_refused(triton):
+    rows = np.array([[b"", b"x"], [b"", b""]], dtype=np.object_)
+    without = infer(triton.url, rows, "BYTES")
+    empty = infer(triton.url, rows, "BYTES", query=np.array([[b""], [b""]], dtype=np.object_))
+    assert empty.as_numpy("ITEMS").tolist() == without.as_numpy("ITEMS").tolist()
+    with pytest.raises(InferenceServerException, match="batch size does not match"):
+        infer(triton.url, rows, "BYTES", query=np.array([[b"a"]], dtype=np.object_))
+    with pytest.raises(InferenceServerException, match="shape"):
+        infer(triton.url, rows, "BYTES", query=np.array([[b"a", b"b"]] * 2, dtype=np.object_))
+    assert infer(triton.url, rows, "BYTES").as_numpy("ITEMS").tolist() == without.as_numpy("ITEMS").tolist()
 
 
 def test_a_zero_width_request_answers_like_a_new_user(triton):

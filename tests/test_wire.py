@@ -9,9 +9,11 @@ from serving.repository import TEMPLATE
 
 def test_config_names_the_tensors_wire_names():
     config = (TEMPLATE / "config.pbtxt").read_text()
-    inputs = re.findall(r'input \[\s*{\s*name: "(\w+)"', config)
+    inputs = re.findall(r'name: "(\w+)"\s*data_type: (\w+)\s*dims: \[ (-?\d) \]\s*(\w+)',
+                        config.split("input [", 1)[1].split("output [", 1)[0])
     outputs = re.findall(r'name: "(\w+)"\s*data_type: (\w+)', config.split("output [", 1)[1])
-    assert inputs == [wire.REQUEST_ITEMS]
+    assert inputs == [(wire.REQUEST_ITEMS, "TYPE_STRING", "-1", "allow_ragged_batch"),
+                      (wire.REQUEST_QUERY, "TYPE_STRING", "1", "optional")]
     assert outputs == [(wire.RESPONSE_ITEMS, "TYPE_STRING"), (wire.RESPONSE_SCORES, "TYPE_FP32")]
 
 

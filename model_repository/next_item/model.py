@@ -2,7 +2,9 @@
 
 Each version directory is self-contained: this file and wire.py (the tensor names and padding,
 serving/wire.py, both copied at publish time), model.onnx, item_index.json (position i is model
-id i+1; 0 is padding) and export.json (top_k, max_len).
+id i+1; 0 is padding) and export.json (top_k, max_len). A version exported with a text tower also
+has tokenizer.json and export.json's query_tokens: the optional QUERY input is tokenised and fed
+to the graph beside the items; other versions ignore QUERY.
 The whole dynamic batch goes through one ONNX Runtime `session.run`; a request that cannot be
 read gets an error response of its own, and the model never raises out of `execute`.
 """
@@ -25,7 +27,8 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         version_dir = Path(args["model_repository"]) / args["model_version"]
 
-        self.max_len = int(_read_json(version_dir / "export.json", "max_len")["max_len"])
+        meta = _read_json(version_dir / "export.json", "max_len")
+        self.max_len = int(meta["max_len"])
         index = _read_json(version_dir / "item_index.json")
         self.model_ids = {str(item).encode(): n for n, item in enumerate(index, start=1)}
         self.shop_ids = np.array([b""] + [str(item).encode() for item in index], dtype=np.object_)
@@ -34,19 +37,23 @@ class TritonPythonModel:
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.session = ort.InferenceSession(str(version_dir / "model.onnx"), _session_options(config),
                                             providers=providers)
+        self.query_tokens, self.tokenizer = _query_reader(version_dir, meta, self.session)
         self._warm_up()
         pb_utils.Logger.log_info(
             f"next_item version {args['model_version']}: {len(index)} items, max_len {self.max_len}, "
-            f"providers {self.session.get_providers()}")
+            f"query tokens {self.query_tokens or 'none'}, providers {self.session.get_providers()}")
 
     def _warm_up(self):
         # The first runs of an ORT session allocate and pick kernels; pay that before reporting ready.
         for batch in WARMUP_BATCHES:
             for width in (1, self.max_len):
-                self._run(np.zeros((batch, width), dtype=np.int64))
+                self._run(np.zeros((batch, width), dtype=np.int64), [""] * batch)
 
-    def _run(self, model_ids):
-        top_ids, top_scores = self.session.run(list(wire.GRAPH_OUTPUTS), {wire.GRAPH_INPUT: model_ids})
+    def _run(self, model_ids, queries):
+        feed = {wire.GRAPH_INPUT: model_ids}
+        if self.tokenizer is not None:
+            feed[wire.GRAPH_QUERY] = wire.token_rows(self.tokenizer, queries, self.query_tokens)
+        top_ids, top_scores = self.session.run(list(wire.GRAPH_OUTPUTS), feed)
         return self.shop_ids[top_ids], top_scores.astype(np.float32)
 
     def _known(self, rows):
@@ -57,21 +64,23 @@ class TritonPythonModel:
 
     def execute(self, requests):
         responses = [None] * len(requests)
-        sessions, owners = [], []
+        sessions, queries, owners = [], [], []
         for n, request in enumerate(requests):
             try:
                 rows = pb_utils.get_input_tensor_by_name(request, wire.REQUEST_ITEMS).as_numpy()
+                request_queries = _queries(request, len(rows))
                 sessions.append(self._known(rows))
+                queries.extend(request_queries)
                 owners.append(n)
             except Exception as exc:  # a bad request must not fail its neighbours in the batch
                 responses[n] = _error(exc)
         if sessions:
-            self._answer(sessions, owners, responses)
+            self._answer(sessions, queries, owners, responses)
         return responses
 
-    def _answer(self, sessions, owners, responses):
+    def _answer(self, sessions, queries, owners, responses):
         try:
-            items, scores = self._run(wire.left_pad([row for rows in sessions for row in rows]))
+            items, scores = self._run(wire.left_pad([row for rows in sessions for row in rows]), queries)
         except Exception as exc:
             for n in owners:
                 responses[n] = _error(exc)
@@ -84,6 +93,35 @@ class TritonPythonModel:
                 pb_utils.Tensor(wire.RESPONSE_SCORES, scores[start:end]),
             ])
             start = end
+
+
+def _queries(request, rows):
+    """The request's search text per row; "" for every row when the optional QUERY input is absent."""
+    tensor = pb_utils.get_input_tensor_by_name(request, wire.REQUEST_QUERY)
+    if tensor is None:
+        return [""] * rows
+    # Triton has checked the shape against config.pbtxt ([batch, 1], the batch of ITEMS)
+    return [text.decode("utf-8", "replace") for text in tensor.as_numpy()[:, 0]]
+
+
+def _query_reader(version_dir, meta, session):
+    """(query_tokens, tokenizer) of a version exported with a text tower, else (None, None). The
+    graph must take the query input exactly when export.json says it does."""
+    takes_query = wire.GRAPH_QUERY in {graph_input.name for graph_input in session.get_inputs()}
+    if "query_tokens" not in meta:
+        if takes_query:
+            raise pb_utils.TritonModelException(
+                f"{version_dir}/model.onnx takes {wire.GRAPH_QUERY} but export.json has no query_tokens; export the model again")
+        return None, None
+    if not takes_query:
+        raise pb_utils.TritonModelException(
+            f"{version_dir}/export.json has query_tokens but model.onnx takes no {wire.GRAPH_QUERY}; export the model again")
+    from tokenizers import Tokenizer  # only versions with a text tower need it
+
+    try:
+        return int(meta["query_tokens"]), Tokenizer.from_file(str(version_dir / "tokenizer.json"))
+    except Exception as exc:
+        raise pb_utils.TritonModelException(f"{version_dir}/tokenizer.json: {type(exc).__name__}: {exc}") from None
 
 
 def _read_json(path, *keys):
