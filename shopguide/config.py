@@ -64,6 +64,13 @@ class Settings:
                                     between(1))
     answer_cache: int = _setting(10_000, "SHOPGUIDE_ANSWER_CACHE",
                                  "model answers kept for reuse while a history is unchanged (0: none)", between(0))
+    # A search's results are browsed in the next few clicks, within minutes; past that the history,
+    # now holding those clicks, carries the intent, and an old query would pull answers off it.
+    query_events: int = _setting(5, "SHOPGUIDE_QUERY_EVENTS",
+                                 "a search steers its own answer and the session's next N events (0: its own only)",
+                                 between(0))
+    query_ttl_s: float = _setting(900.0, "SHOPGUIDE_QUERY_TTL",
+                                  "a search steers answers this long after it, in event time (s)", SECONDS)
     session_timeout_s: float = _setting(30.0, "SHOPGUIDE_SESSION_TIMEOUT", "Kafka consumer session timeout (s)",
                                         SECONDS)
     heartbeat_s: float = _setting(3.0, "SHOPGUIDE_HEARTBEAT", "Kafka consumer heartbeat interval (s)", SECONDS)

@@ -1,7 +1,9 @@
-"""The model's raw answers kept for reuse: an event that leaves a shopper's history as it was (a
-search, a second event of the same user in one batch) needs no new inference.
+"""The model's raw answers kept for reuse: an event that leaves a shopper's model input as it was (a
+second event of the same user in one batch, a search repeated, another shopper with the same
+history and query) needs no new inference.
 
-Keyed by the model input (a session's item tuple), so users with the same history share an entry;
+Keyed by the model input (a session's item tuple and the search text steering it, "" for none), so
+users with the same history and query share an entry;
 values are the model's own top list and the version that computed it, before any per-event
 filtering (purchases, catalogue), which the recommender still applies to every answer. Bounded
 LRU. A Triton call that answers with another version empties it; so does a pause longer than

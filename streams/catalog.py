@@ -6,9 +6,10 @@ recovery (streams.session_store), then keeps following it. Recommendations wait 
 read has reached the ends the topic had when the worker started, so a restarted worker never
 answers from a stale stock list; afterwards a change reaches answers within a fetch round trip.
 
-Only what the filter needs is held: the ids of items out of stock or delisted (a tombstone). An
-item the catalogue never mentioned may be recommended, so a shop without a catalogue, or with a
-partial one, is served as before (README "Catalogue").
+Only what the filter and the reasons need is held: the ids of items out of stock or delisted (a
+tombstone), and each listed item's title (a search's reason names the items whose title shares a
+word with the query, streams/picks.py). An item the catalogue never mentioned may be recommended,
+so a shop without a catalogue, or with a partial one, is served as before (README "Catalogue").
 
 A record that fails validation (streams.catalog_schema) is counted by every worker, and
 dead-lettered by one: the worker holding the same partition number of the click topic, and only
@@ -41,6 +42,7 @@ MAX_RECORDS = 1_000
 class Catalog:
     def __init__(self, following: bool = False):
         self.unbuyable: dict[str, str] = {}  # item id -> out_of_stock | delisted
+        self.titles: dict[str, str] = {}     # item id -> title, for listed items
         self.counts: Counter[str] = Counter()
         self.caught_up = asyncio.Event()
         if not following:  # nothing will ever be read: nothing to wait for
@@ -51,6 +53,10 @@ class Catalog:
 
     def apply(self, item: str, record: CatalogItem | None) -> None:
         state = "delisted" if record is None else None if record.in_stock else "out_of_stock"
+        if record is None:
+            self.titles.pop(item, None)
+        else:
+            self.titles[item] = record.title
         before = self.unbuyable.pop(item, None)
         if before is not None:
             self.counts[before] -= 1

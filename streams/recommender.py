@@ -1,7 +1,8 @@
 """The recommendation stage: one recommendation per accepted event, pushed to the storefront topic.
 
 Plugged into the session agent as its sink: each agent batch becomes at most one Triton call (with
-a timeout) for the distinct histories in it that no earlier answer covers (streams/answers.py);
+a timeout) for the distinct model inputs in it (a session's items and the search text that still
+steers it, streams/sessions.py) that no earlier answer covers (streams/answers.py);
 answers are mapped to what a shopper should see (nothing just bought, topped up with popular
 items), and each is sent to `shop.recommendations`. When Triton fails, the batch is answered from
 popularity (`source: fallback`) and Triton is tried again after a short pause, so model answers
@@ -23,6 +24,7 @@ from streams.catalog import Catalog
 from streams.delivery import Outbox, Record
 from streams.picks import pick
 from streams.popularity import Popularity
+from streams.sessions import steering_query
 
 VERSION = 1
 RETRY_AFTER_S = 1.0  # after a failed call, answer from popularity this long before trying Triton again
@@ -41,55 +43,69 @@ class Recommender:
         self.popularity = popularity or Popularity()
         self.catalog = catalog or Catalog()
         self.cache = AnswerCache(settings.answer_cache)
+        self.query_events = settings.query_events
+        self.query_ttl_s = settings.query_ttl_s
         self.retry_at = 0.0
         self.last_cause = "unavailable"
 
     async def __call__(self, updates: Sequence[SessionUpdate]) -> None:
         await self.catalog.ready()
         self.popularity.observe(item for update in updates for item in update.event.items)
-        answers, cause = await self.ask_model(updates)
+        newest = self.model_inputs(updates)
+        answers, cause = await self.ask_model(updates, newest)
         for update, found in zip(updates, answers):
             answer, version = found if found is not None else (None, None)
             source = "model" if answer is not None else "fallback"
             if answer is None:
                 self.metrics.fallbacks.labels(cause or "new_user").inc()
-            items, scores, reasons = self.finalise(update, answer)
+            query = newest[update.key][1] if answer is not None else ""
+            items, scores, reasons = self.finalise(update, answer, query)
             await self.send(update, items, scores, reasons, version, source)
 
-    async def ask_model(self, updates: Sequence[SessionUpdate]):
+    def model_inputs(self, updates: Sequence[SessionUpdate]) -> dict:
+        """Per user, the model input of the newest session in the batch: (items, steering query).
+        Users with neither are left out: popularity answers them."""
+        newest = {update.key: (update.session.items, steering_query(update.session, self.query_events, self.query_ttl_s))
+                  for update in updates}
+        return {key: asked for key, asked in newest.items() if any(asked)}
+
+    async def ask_model(self, updates: Sequence[SessionUpdate], newest: dict):
         """(answer, version) per update (None where popularity must answer) and the failure cause.
-        One inference per distinct model input: a user's events in the batch all get the answer to
-        the user's newest history, and a history answered before is answered from the cache."""
-        newest = {update.key: update.session.items for update in updates if update.session.items}
-        found = {history: self.cache.get(history) for history in set(newest.values())}
-        missing = [history for history, answer in found.items() if answer is None]
-        self.metrics.inferences_saved.inc(sum(1 for update in updates if update.session.items) - len(missing))
+        One inference per distinct model input (`newest`, from model_inputs): a user's events in the
+        batch all get the answer to the user's newest input, and an input answered before (an
+        unchanged history and query) is answered from the cache."""
+        found = {asked: self.cache.get(asked) for asked in set(newest.values())}
+        missing = [asked for asked, answer in found.items() if answer is None]
+        self.metrics.inferences_saved.inc(sum(1 for update in updates if update.key in newest) - len(missing))
         cause = await self.infer(missing, found) if missing else None
         return [found.get(newest.get(update.key)) for update in updates], cause
 
-    async def infer(self, histories: list, found: dict) -> str | None:
-        """One Triton call for `histories`; answers go into `found` and the cache. The failure cause."""
+    async def infer(self, inputs: list, found: dict) -> str | None:
+        """One Triton call for `inputs` ((items, query) each); answers go into `found` and the cache.
+        The failure cause."""
         if time.monotonic() < self.retry_at:
             return self.last_cause
         started = time.perf_counter()
         try:
-            answers, version = await self.client.recommend(histories, self.timeout_s)
+            answers, version = await self.client.recommend([items for items, _ in inputs], self.timeout_s,
+                                                           [query for _, query in inputs])
         except ServingError as failure:
             self.retry_at = time.monotonic() + RETRY_AFTER_S
             self.last_cause = failure.cause
             return failure.cause
         self.metrics.triton_latency.observe(time.perf_counter() - started)
-        self.metrics.triton_batch.observe(len(histories))
+        self.metrics.triton_batch.observe(len(inputs))
         self.metrics.model_version.set(version)
         self.cache.confirm(version)
-        for history, answer in zip(histories, answers):
-            found[history] = (answer, version)
-            self.cache.put(history, answer, version)
+        for asked, answer in zip(inputs, answers):
+            found[asked] = (answer, version)
+            self.cache.put(asked, answer, version)
         return None
 
-    def finalise(self, update: SessionUpdate, answer) -> tuple[list[str], list[float], list[str | None]]:
-        """Nothing this shopper bought nor what the catalogue cannot sell; up to k with popular items."""
-        return pick(update.session, answer, self.k, self.popularity, self.catalog.unbuyable)
+    def finalise(self, update: SessionUpdate, answer, query: str = "") -> tuple[list[str], list[float], list[str | None]]:
+        """Nothing this shopper bought nor what the catalogue cannot sell; up to k with popular items.
+        `query` is the search text that steered the model's answer."""
+        return pick(update.session, answer, self.k, self.popularity, self.catalog.unbuyable, query, self.catalog.titles)
 
     async def send(self, update: SessionUpdate, items, scores, reasons, version, source: str) -> None:
         emitted = time.time()

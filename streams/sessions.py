@@ -5,6 +5,9 @@ replays on restart, so the record stays small (a few hundred items at most).
 The packed record is a msgpack map with a version field `v` (RECORD_VERSION). `applied` holds, per
 source partition ("topic:partition"), the offset of the newest event folded in: a replay after a
 crash re-reads events the session already holds, and `apply` leaves the session as it is for them.
+`searched_at` and `searched_events` mark the newest search (its event time, and the session's event
+count once it was folded in), so that `steering_query` can tell whether it still steers; records
+written before they existed load with no search marked.
 """
 from __future__ import annotations
 
@@ -28,11 +31,14 @@ class Session:
     last_seen: float = 0.0            # newest event time seen
     session: Id | None = None         # the shop's session id of the newest event
     applied: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> newest offset folded in
+    searched_at: float | None = None  # event time of the newest search
+    searched_events: int = 0          # `events` once the newest search was folded in
 
     def pack(self) -> bytes:
         return msgpack.packb({"v": RECORD_VERSION, "items": list(self.items), "searches": list(self.searches),
                               "purchased": list(self.purchased), "counts": self.counts,
-                              "last_seen": self.last_seen, "session": self.session, "applied": self.applied},
+                              "last_seen": self.last_seen, "session": self.session, "applied": self.applied,
+                              "searched_at": self.searched_at, "searched_events": self.searched_events},
                              use_bin_type=True)
 
     @classmethod
@@ -44,11 +50,22 @@ class Session:
         if version != RECORD_VERSION:
             raise ValueError(f"session record version {version!r} is not {RECORD_VERSION}")
         return cls(tuple(record["items"]), tuple(record["searches"]), tuple(record["purchased"]),
-                   record["counts"], record["last_seen"], record["session"], record["applied"])
+                   record["counts"], record["last_seen"], record["session"], record["applied"],
+                   record.get("searched_at"), record.get("searched_events", 0))
 
     @property
     def events(self) -> int:
         return sum(self.counts.values())
+
+
+def steering_query(session: Session, max_events: int, max_age_s: float) -> str:
+    """The search text that steers this session's answer, "" for none: the newest query, for its own
+    search event and the session's next `max_events` events, while the newest event is at most
+    `max_age_s` (event time) after the search. A newer search replaces it."""
+    if session.searched_at is None:
+        return ""
+    fresh = session.last_seen - session.searched_at <= max_age_s
+    return session.searches[-1] if fresh and session.events - session.searched_events <= max_events else ""
 
 
 def source(topic: str, partition: int) -> str:
@@ -74,7 +91,8 @@ def apply(session: Session | None, event: Event, length: int, at: str | None = N
     if event.items:
         changes["items"] = _tail(session.items + event.items, length)
     if event.type == "search":
-        changes["searches"] = _tail(session.searches + (event.query,), MAX_SEARCHES)
+        changes.update(searches=_tail(session.searches + (event.query,), MAX_SEARCHES), searched_at=event.ts,
+                       searched_events=sum(counts.values()))
     elif event.type == "purchase":
         kept = tuple(item for item in session.purchased if item not in event.items)
         changes["purchased"] = _tail(kept + tuple(dict.fromkeys(event.items)), MAX_PURCHASED)

@@ -1,5 +1,6 @@
-"""Reusing model answers: one inference per distinct history per batch, none for a history answered
-before, and nothing reused across a model version change or after a pause with no call."""
+"""Reusing model answers: one inference per distinct model input (history and steering query) per
+batch, none for an input answered before, and nothing reused across a model version change or
+after a pause with no call."""
 import asyncio
 from types import SimpleNamespace
 
@@ -8,7 +9,9 @@ from prometheus_client import CollectorRegistry
 from serving.client import ServingError
 from shopguide.metrics import WorkerMetrics
 from streams.answers import CONFIRM_S, AnswerCache
+from streams.events import Event
 from streams.recommender import Recommender
+from streams.sessions import Session, apply
 
 
 class Clock:
@@ -36,30 +39,32 @@ def test_cache_forgets_on_a_new_version_a_pause_and_past_its_size():
 
 
 class Triton:
-    """Answers each history with its last item; `version` is the model version it serves."""
+    """Answers each history with its last item (a query alone: the query); `version` is the model
+    version it serves. `calls` holds each call's histories, `queries` its queries."""
 
     def __init__(self):
-        self.calls, self.version, self.down = [], 1, False
+        self.calls, self.queries, self.version, self.down = [], [], 1, False
 
-    async def recommend(self, sessions, timeout_s):
+    async def recommend(self, sessions, timeout_s, queries):
         if self.down:
             raise ServingError("unavailable", "down")
         self.calls.append(list(sessions))
-        return [([str(items[-1])], [1.0]) for items in sessions], self.version
+        self.queries.append(list(queries))
+        return [([str(items[-1] if items else query)], [1.0]) for items, query in zip(sessions, queries)], self.version
 
 
 def recommender(client, size=100):
     settings = SimpleNamespace(recommend_k=1, triton_timeout_s=0.1, triton_grpc="127.0.0.1:1", model_name="m",
-                               topic_recommendations="recs", answer_cache=size)
+                               topic_recommendations="recs", answer_cache=size, query_events=2, query_ttl_s=60.0)
     return Recommender(settings, outbox=None, metrics=WorkerMetrics(CollectorRegistry()), client=client)
 
 
-def update(user, *items):
-    return SimpleNamespace(key=user.encode(), session=SimpleNamespace(items=tuple(items)))
+def update(user, *items, session=None):
+    return SimpleNamespace(key=user.encode(), session=session or Session(items=tuple(items)))
 
 
 def ask(model, *updates):
-    return asyncio.run(model.ask_model(updates))
+    return asyncio.run(model.ask_model(updates, model.model_inputs(updates)))
 
 
 def test_one_inference_per_history_and_none_for_an_unchanged_one():
@@ -95,3 +100,33 @@ def test_cached_answers_serve_while_triton_is_down_only_until_unconfirmed():
     assert answers[0] == ((["1"], [1.0]), 1) and answers[1] is None and cause == "unavailable"
     clock.now += CONFIRM_S + 0.1
     assert ask(model, update("a", 1))[0] == [None]
+
+
+def searched(query, *items, later=0):
+    """A session of `items`, then a search for `query`, then `later` clicks on x (a second apart)."""
+    events = [Event("click", "u", "s", 1e9, items=(item,)) for item in items]
+    events += [Event("search", "u", "s", 1e9 + 1, query=query)]
+    events += [Event("click", "u", "s", 1e9 + 2 + n, items=("x",)) for n in range(later)]
+    session = None
+    for event in events:
+        session = apply(session, event, length=10)
+    return session
+
+
+def test_the_query_is_part_of_the_model_input_and_of_the_cache_key():
+    triton = Triton()
+    model = recommender(triton)
+    ask(model, update("a", 1), update("b", session=searched("red car", 1)), update("c", session=searched("doll")))
+    assert sorted(zip(triton.calls[0], triton.queries[0])) == [((), "doll"), ((1,), ""), ((1,), "red car")]
+    answers, _ = ask(model, update("d", session=searched("red car", 1)), update("e", 1))
+    assert len(triton.calls) == 1 and [answer[0][0] for answer in answers] == [["1"], ["1"]]
+    ask(model, update("f", session=searched("blue car", 1)))
+    assert triton.queries[1] == ["blue car"]
+
+
+def test_a_query_steers_the_next_events_then_the_history_alone_answers():
+    triton = Triton()
+    model = recommender(triton)  # query_events=2
+    for later, query in [(0, "kite"), (2, "kite"), (3, "")]:
+        ask(model, update("a", session=searched("kite", 1, later=later)))
+        assert triton.queries[-1] == [query]

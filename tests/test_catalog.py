@@ -63,6 +63,9 @@ def test_the_catalogue_holds_only_what_cannot_be_bought():
     catalog.apply("a", CatalogItem("a", "A"))
     catalog.apply("b", CatalogItem("b", "B", in_stock=False))
     assert catalog.unbuyable == {"b": "out_of_stock"} and +catalog.counts == {"out_of_stock": 1}
+    assert catalog.titles == {"a": "A", "b": "B", "c": "C"}
+    catalog.apply("c", None)
+    assert "c" not in catalog.titles
 
 
 def session(items=("v1", "v2"), purchased=()):
@@ -92,6 +95,24 @@ def test_without_a_catalogue_everything_is_allowed_and_fallbacks_are_popular():
 def test_a_model_item_has_no_reason_when_the_events_session_had_no_item():
     _, _, reasons = pick(session(items=()), (["m1"], [1.0]), 1, popular(), {})
     assert reasons == [None]
+
+
+TITLES = {"m1": "Red racing car, 1:24", "m2": "wooden train set", "m3": "CAR-WASH playset", "m4": "the red baron"}
+
+
+def test_model_items_whose_title_shares_a_word_with_the_steering_query_say_searched():
+    answer = (["m1", "m2", "m3", "m4", "untitled"], [5.0, 4.0, 3.0, 2.0, 1.0])
+    _, _, reasons = pick(session(), answer, 6, popular("p1"), {}, "Race car for the kids", TITLES)
+    assert reasons == ["searched:Race car for the kids", "viewed:v2", "searched:Race car for the kids", "viewed:v2",
+                       "viewed:v2", "popular"]
+    _, _, reasons = pick(session(items=()), answer, 2, popular(), {}, "red train", TITLES)
+    assert reasons == ["searched:red train", "searched:red train"]
+
+
+def test_without_a_steering_query_or_a_shared_word_reasons_are_as_before():
+    answer = (["m1", "m2"], [2.0, 1.0])
+    assert pick(session(), answer, 2, popular(), {}, "", TITLES)[2] == ["viewed:v2"] * 2
+    assert pick(session(items=()), answer, 2, popular(), {}, "the kite", TITLES)[2] == [None, None]
 
 
 def test_items_tsv_and_a_generic_csv_are_read_with_bad_rows_named(tmp_path):

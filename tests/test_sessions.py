@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.events import Event
-from streams.sessions import MAX_PURCHASED, MAX_SEARCHES, RECORD_VERSION, Session, apply, holds
+from streams.sessions import MAX_PURCHASED, MAX_SEARCHES, RECORD_VERSION, Session, apply, holds, steering_query
 from tests.fixtures.events import valid_events
 
 
@@ -75,3 +75,37 @@ def test_packed_record_carries_its_version_and_old_records_still_read():
     assert Session.unpack(legacy) == replace(session, applied={})
     with pytest.raises(ValueError, match="version 99"):
         Session.unpack(msgpack.packb({"v": 99}))
+
+
+def search(query, ts, session="s1"):
+    return Event("search", "u", session, 1e9 + ts, query=query)
+
+
+def fold(events, session=None):
+    return reduce(lambda s, e: apply(s, e, length=5), events, session)
+
+
+def test_a_query_steers_its_own_event_and_the_next_n_events():
+    searched = fold([click("a", ts=0), search("red car", ts=1)])
+    assert steering_query(searched, max_events=2, max_age_s=60) == "red car"
+    later = [fold([click(item, ts=2 + n) for n, item in enumerate("bc"[:count])], searched) for count in (1, 2)]
+    assert [steering_query(s, 2, 60) for s in later] == ["red car", "red car"]
+    assert steering_query(fold([click("d", ts=5)], later[1]), 2, 60) == ""
+    assert steering_query(searched, max_events=0, max_age_s=60) == "red car"
+
+
+def test_a_query_stops_steering_after_its_time_and_a_new_search_replaces_it():
+    searched = fold([search("kite", ts=0)])
+    assert steering_query(fold([click("a", ts=60)], searched), 5, 60) == "kite"
+    assert steering_query(fold([click("a", ts=61)], searched), 5, 60) == ""
+    assert steering_query(fold([click("a", ts=30), search("doll", ts=100)], searched), 5, 60) == "doll"
+    assert steering_query(fold([click("a", ts=0)]), 5, 60) == ""
+
+
+def test_a_record_written_before_queries_steered_loads_and_steers_nothing():
+    session = fold([search("kite", ts=0)])
+    assert Session.unpack(session.pack()) == session
+    record = msgpack.unpackb(session.pack())
+    del record["searched_at"], record["searched_events"]
+    old = Session.unpack(msgpack.packb(record))
+    assert old.searches == ("kite",) and steering_query(old, 5, 60) == ""
