@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from shopguide.errors import UserError
+from trainer.content import Vocabulary
 from trainer.item_index import ItemIndex
 from trainer.model import ModelArgs, NextItemModel
 
@@ -27,6 +28,7 @@ class Checkpoint:
     metrics: dict = field(default_factory=dict)  # {"valid": {...}, "test": {...}} of the kept weights
     data: str = ""  # where the training data came from
     created: str = ""
+    vocabulary: Vocabulary | None = None  # the text tower's tokens (models with one)
 
     def save(self, path: Path | str) -> Path:
         path = Path(path)
@@ -37,6 +39,7 @@ class Checkpoint:
             "item_index": self.index.to_list(),
             "config": self.config, "history": self.history, "metrics": self.metrics,
             "data": self.data, "created": self.created or dt.datetime.now(dt.timezone.utc).isoformat(),
+            "vocabulary": self.vocabulary.to_dict() if self.vocabulary else None,
         }
         tmp = path.with_suffix(".tmp")
         torch.save(payload, tmp)
@@ -55,8 +58,10 @@ class Checkpoint:
             model = NextItemModel(ModelArgs(**payload["model_args"]))
             model.load_state_dict(payload["state_dict"])
             model.eval()
+            vocabulary = payload.get("vocabulary")
             return cls(model, ItemIndex.from_list(payload["item_index"]), payload["config"], payload["history"],
-                       payload["metrics"], payload["data"], payload["created"])
+                       payload["metrics"], payload["data"], payload["created"],
+                       Vocabulary.from_dict(vocabulary) if vocabulary else None)
         except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as exc:
             raise UserError(f"{path}: not a readable checkpoint ({_reason(exc)}); train it again") from None
 

@@ -34,12 +34,16 @@ class TrainConfig:
     patience: int = _option(6, "epochs without a better validation NDCG@20 before stopping")
     max_minutes: float = _option(30.0, "wall-time budget; the best weights so far are kept")
     seed: int = _option(0, "random seed (initialisation, shuffling)")
+    catalogue: str = _option("", "catalogue file (items.tsv or item,title[,categories,brand] CSV): items are also "
+                                 "known by their text and a search query steers the answer (empty: ids only)")
+    hold_out: float = _option(0.0, "share of items kept out of training entirely and added after it by their "
+                                   "content alone, to measure new items (test metrics: held_out)")
 
     def negatives_for(self, num_ids: int) -> int:
         return self.negatives or (LARGE_CATALOGUE_NEGATIVES if num_ids > FULL_SOFTMAX_MAX_IDS else 0)
 
-    def model_args(self, num_ids: int):
+    def model_args(self, num_ids: int, text_vocab: int = 0):
         from trainer.model import ModelArgs
 
         return ModelArgs(num_ids=num_ids, max_len=self.max_len, hidden=self.hidden, layers=self.layers,
-                         heads=self.heads, dropout=self.dropout)
+                         heads=self.heads, dropout=self.dropout, text_vocab=text_vocab)

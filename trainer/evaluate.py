@@ -100,3 +100,16 @@ def evaluate_checkpoint(checkpoint, path) -> tuple[dict[str, dict[str, float]], 
         "unknown test targets": str(sum(t == 0 for t in split.test_targets)),
     }
     return results, facts
+
+
+def evaluate_held_out(model, corpus) -> dict[str, dict[str, float]]:
+    """The test users whose target is a held-out item (trainer/corpus.py: known to the model by its
+    content alone), the model beside popularity counted over the training histories, where no
+    held-out item ever occurs (so its figures are 0: what an id-only model can do for them)."""
+    split, trained = corpus.split, corpus.trained_ids
+    users = [n for n, target in enumerate(split.test_targets) if target >= trained]
+    inputs, targets = [split.test_inputs[n] for n in users], [split.test_targets[n] for n in users]
+    scores = popularity_scores(split.train, model.num_ids)
+    return {"this model": evaluate_model(model, inputs, targets),
+            "popularity": evaluate_scorer(lambda batch: scores.expand(len(batch), -1), inputs, targets, 4096),
+            "users": {"count": float(len(users))}}

@@ -2,14 +2,20 @@
 
 Item embeddings plus position embeddings go through a stack of `BertLayer`s under a causal,
 padding-aware attention mask; the hidden state at each position scores every item in the
-catalogue against the (tied) item embedding table. Training uses a full softmax cross-entropy
-over the catalogue at every non-padding position.
+catalogue against the (tied) item table. Training uses a full softmax cross-entropy over the
+catalogue at every non-padding position.
+
+With a catalogue (`text_vocab` > 0), an item's vector is its id vector plus its content vector
+from trainer/content.py's text tower, and a search query, encoded by the same tower, is added to
+the newest position's input: the answer after a search reads the history in the light of the
+query. Training teaches both (see `loss`).
 
 Inputs are left-padded model ids (0 = padding). Positions count from the right end, so the
 newest item always sits at position max_len - 1 whatever the padded length of the batch.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 
@@ -19,7 +25,13 @@ from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertEncoder
 
 from serving.wire import PADDING
+from trainer.content import ITEM_TOKENS, QUERY_TOKENS, TITLE_TOKENS, TextTower
+
 NEG_INF = -1e9  # finite, so ONNX and quantised graphs stay free of inf arithmetic
+ID_DROPOUT = 0.1      # share of id vectors left out of a training step's item table
+QUERY_SHARE = 0.3     # training rows given a query drawn from their target's title...
+UNRELATED_SHARE = 0.05  # ...or from another row's target
+QUERY_ONLY = 0.1      # share of the queried rows whose history is dropped
 
 
 @dataclass
@@ -30,6 +42,7 @@ class ModelArgs:
     layers: int = 2
     heads: int = 2
     dropout: float = 0.3
+    text_vocab: int = 0  # token ids of the text tower (trainer/content.py); 0: items known by id only
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -51,45 +64,68 @@ class NextItemModel(nn.Module):
         )
         config._attn_implementation = "sdpa"
         self.encoder = BertEncoder(config)
+        self.text = TextTower(args.text_vocab, args.hidden) if args.text_vocab else None
+        # each model id's content tokens (a row of padding: no catalogue record); a buffer, so saved
+        self.register_buffer("item_tokens", torch.zeros(args.num_ids if args.text_vocab else 0, ITEM_TOKENS,
+                                                        dtype=torch.long), persistent=bool(args.text_vocab))
+        self.folded = False  # the content vectors were added into item_embedding (`folded()`)
         self.apply(_init_weights)
 
     @property
     def num_ids(self) -> int:
         return self.item_embedding.num_embeddings
 
-    def embed(self, item_ids: torch.Tensor, sparse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first layer's input [batch, length, hidden] and the attention mask of left-padded ids.
-        sparse: the item table's gradient holds only the rows looked up (see `loss`)."""
+    def item_table(self) -> torch.Tensor:
+        """Each model id's vector [num_ids, hidden]: its id vector plus, with a text tower, its
+        content vector. In training ID_DROPOUT of the id vectors are left out, so content alone must
+        also answer (as it does for an item no training has seen)."""
+        if self.text is None or self.folded:
+            return self.item_embedding.weight
+        ids = self.item_embedding.weight
+        if self.training:
+            ids = ids * (torch.rand(ids.shape[0], 1, device=ids.device) >= ID_DROPOUT).to(ids.dtype)
+        return ids + self.text(self.item_tokens)
+
+    def embed(self, item_ids: torch.Tensor, table: torch.Tensor, query_ids: torch.Tensor | None = None,
+              sparse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first layer's input [batch, length, hidden] and the attention mask of left-padded ids;
+        a query's vector joins the newest position. sparse: the item table's gradient holds only the
+        rows looked up (see `loss`)."""
         item_ids = item_ids[:, -self.args.max_len:]
         length = item_ids.shape[1]
         positions = torch.arange(self.args.max_len - length, self.args.max_len, device=item_ids.device)
-        items = nn.functional.embedding(item_ids, self.item_embedding.weight, PADDING, sparse=sparse)
+        items = nn.functional.embedding(item_ids, table, PADDING, sparse=sparse)
         x = items + self.position_embedding(positions)
+        if query_ids is not None and self.text is not None:
+            x = torch.cat([x[:, :-1], x[:, -1:] + self.text.query(query_ids)[:, None]], dim=1)
         return self.dropout(self.norm(x)), _attention_mask(item_ids, x.dtype)
 
-    def encode(self, item_ids: torch.Tensor) -> torch.Tensor:
+    def encode(self, item_ids: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states [batch, length, hidden] of left-padded ids [batch, length]."""
-        x, mask = self.embed(item_ids)
+        x, mask = self.embed(item_ids, self.item_table() if table is None else table)
         return self.encoder(x, attention_mask=mask).last_hidden_state
 
-    def encode_newest(self, item_ids: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+    def encode_newest(self, item_ids: torch.Tensor, query_ids: torch.Tensor | None = None,
+                      table: torch.Tensor | None = None, sparse: bool = False) -> torch.Tensor:
         """The newest position's hidden state [batch, hidden], equal to encode(...)[:, -1]: the last
         layer computes that one position only (its query against every key), which is all an
         answer needs."""
-        x, mask = self.embed(item_ids, sparse)
+        x, mask = self.embed(item_ids, self.item_table() if table is None else table, query_ids, sparse)
         *lower, last = self.encoder.layer
         for layer in lower:
             x = layer(x, mask)
         return _newest_output(last, x, mask)
 
-    def score(self, hidden: torch.Tensor) -> torch.Tensor:
+    def score(self, hidden: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of every model id for each hidden state; padding can never win."""
-        scores = hidden @ self.item_embedding.weight.T
+        scores = hidden @ (self.item_table() if table is None else table).T
         return scores.index_fill(-1, torch.tensor([PADDING], device=scores.device), NEG_INF)
 
-    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """Next-item scores [batch, num_ids] after each left-padded sequence."""
-        return self.score(self.encode_newest(item_ids))
+    def forward(self, item_ids: torch.Tensor, query_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-item scores [batch, num_ids] after each left-padded sequence (and its search query's
+        token ids, serving/wire.py's GRAPH_QUERY, when the model has a text tower)."""
+        table = self.item_table()
+        return self.score(self.encode_newest(item_ids, query_ids, table), table)
 
     def loss(self, item_ids: torch.Tensor, targets: torch.Tensor, negatives: int = 0) -> torch.Tensor:
         """Cross-entropy of the targets that are not padding: targets [batch, length] has one per
@@ -99,25 +135,50 @@ class NextItemModel(nn.Module):
         targets [batch], gives the item table a sparse gradient (the rows used), so a step costs the
         same at any catalogue size (trainer/train.py gives the table a sparse optimiser then)."""
         drawn = self.draws(negatives)
+        if drawn and self.text is not None:
+            raise ValueError("the text tower needs the whole-catalogue loss (at most 200,000 items, no --negatives)")
         sparse = drawn and targets.dim() == 1
+        table = self.item_table()
         if targets.dim() == 1:
-            hidden, wanted = self.encode_newest(item_ids, sparse), targets
+            query_ids = None
+            if self.text is not None:
+                query_ids, query_only = self.training_queries(targets)
+                item_ids = item_ids.masked_fill(query_only[:, None], PADDING)
+            hidden, wanted = self.encode_newest(item_ids, query_ids, table, sparse), targets
         else:
-            hidden = self.encode(item_ids)
+            hidden = self.encode(item_ids, table)
             wanted = targets[:, -hidden.shape[1]:]
         keep = wanted != PADDING
         hidden, wanted = hidden[keep], wanted[keep]
         if drawn:
-            return _sampled_softmax(hidden, wanted, self.item_embedding.weight, negatives, sparse)
-        return nn.functional.cross_entropy(hidden @ self.item_embedding.weight.T, wanted)
+            return _sampled_softmax(hidden, wanted, table, negatives, sparse)
+        return nn.functional.cross_entropy(hidden @ table.T, wanted)
+
+    def training_queries(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Simulated searches for a batch of targets [batch]: QUERY_SHARE of the rows get 2-3
+        consecutive title tokens of their target (a shopper typing words of what they then open),
+        UNRELATED_SHARE get those of another row's target (a search the next item does not answer),
+        the rest none. Returns the query token rows [batch, QUERY_TOKENS] and which rows lose their
+        history (QUERY_ONLY of the related ones: a shopper who arrives by searching)."""
+        draw = torch.rand(targets.shape[0], device=targets.device)
+        related, unrelated = draw < QUERY_SHARE, (draw >= QUERY_SHARE) & (draw < QUERY_SHARE + UNRELATED_SHARE)
+        titles = self.item_tokens[torch.where(unrelated, targets.roll(1), targets), :TITLE_TOKENS]
+        lengths = (titles != PADDING).sum(1)
+        span = torch.randint(2, 4, lengths.shape, device=targets.device).minimum(lengths)
+        start = (torch.rand(lengths.shape, device=targets.device) * (lengths - span + 1)).long()
+        columns = torch.arange(QUERY_TOKENS, device=targets.device)
+        query = titles.gather(1, (start[:, None] + columns).clamp(max=TITLE_TOKENS - 1))
+        query = query.masked_fill((columns >= span[:, None]) | ~(related | unrelated)[:, None], PADDING)
+        return query, related & (torch.rand(draw.shape, device=draw.device) < QUERY_ONLY)
 
     def draws(self, negatives: int) -> bool:
         """Whether `loss(..., negatives)` draws negatives (asking for as many as there are items
         scores the whole catalogue)."""
         return 0 < negatives < self.num_ids - 1
 
-    def grow(self, num_ids: int) -> int:
-        """Extend the item table to `num_ids` rows (new items start from small random vectors)."""
+    def grow(self, num_ids: int, tokens: torch.Tensor | None = None) -> int:
+        """Extend the item table to `num_ids` rows. New items start from small random id vectors, or
+        with a text tower from none: their content (`tokens` [added, ITEM_TOKENS]) is their vector."""
         added = num_ids - self.num_ids
         if added < 0:
             raise ValueError(f"cannot shrink the item table from {self.num_ids} to {num_ids} rows")
@@ -125,10 +186,23 @@ class NextItemModel(nn.Module):
             old = self.item_embedding.weight.data
             table = nn.Embedding(num_ids, self.args.hidden, padding_idx=PADDING).to(old.device, old.dtype)
             _init_weights(table)
+            if self.text is not None:
+                table.weight.data.zero_()
+                rows = torch.zeros(added, ITEM_TOKENS, dtype=torch.long) if tokens is None else tokens
+                self.item_tokens = torch.cat([self.item_tokens, rows.to(self.item_tokens)])
             table.weight.data[: old.shape[0]] = old
             self.item_embedding = table
             self.args.num_ids = num_ids
         return added
+
+    def folded(self) -> "NextItemModel":
+        """A copy for serving whose item table already holds id plus content vectors, so a call
+        runs the text tower on its query only."""
+        serving = copy.deepcopy(self).eval()
+        with torch.no_grad():
+            serving.item_embedding.weight.copy_(serving.item_table())
+        serving.folded = True
+        return serving
 
 
 def _sampled_softmax(hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, negatives: int,
