@@ -29,14 +29,14 @@ def test_training_windows_keep_every_pair_of_long_histories():
 
 def test_prefixes_pair_every_history_with_its_next_item():
     assert data.training_prefixes([[1, 2, 3, 4], [5]], max_len=2) == [[1, 2], [1, 2, 3], [2, 3, 4]]
-    (inputs, targets), = data.training_batches([[1, 2], [1, 2, 3]], 8, random.Random(0), last_only=True)
+    (inputs, targets), = data.TrainingSet([[1, 2], [1, 2, 3]], last_only=True).batches(8, random.Random(0))
     rows = {tuple(r) for r in torch.cat([inputs, targets[:, None]], 1).tolist()}
     assert rows == {(0, 1, 2), (1, 2, 3)}  # one target per prefix: the item after its newest
 
 
 def test_batches_are_left_padded_and_shifted():
     windows = [[1, 2, 3], [4, 5, 6, 7, 8]]
-    (inputs, targets), = data.training_batches(windows, 8, random.Random(0))
+    (inputs, targets), = data.TrainingSet(windows).batches(8, random.Random(0))
     rows = {tuple(r) for r in torch.cat([inputs, targets], 1).tolist()}
     assert rows == {(0, 0, 1, 2, 0, 0, 2, 3), (4, 5, 6, 7, 5, 6, 7, 8)}
 

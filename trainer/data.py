@@ -6,14 +6,17 @@ items only contribute training pairs.
 """
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 
 from serving import wire
+from serving.wire import PADDING
 from shopguide import datasets
 from trainer.item_index import ItemIndex
 
@@ -83,25 +86,39 @@ def left_pad(sequences: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
     return torch.from_numpy(wire.left_pad(sequences, max_len))
 
 
-def training_batches(windows: list[list[int]], batch_size: int, rng: random.Random, last_only: bool = False
-                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled (inputs, targets) batches, grouped by length so little padding is computed.
+class TrainingSet:
+    """Training windows padded once into one tensor, so a batch is a row gather, not Python padding.
 
-    With last_only, targets are [batch]: each sequence's next item after its newest.
+    With last_only, a batch's targets are [batch]: each sequence's next item after its newest.
     """
-    order = list(range(len(windows)))
-    rng.shuffle(order)
-    pool = batch_size * 32
-    batches = []
-    for start in range(0, len(order), pool):
-        chunk = sorted(order[start:start + pool], key=lambda i: len(windows[i]))
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    for batch in batches:
-        seqs = [windows[i] for i in batch]
-        width = max(len(s) for s in seqs) - 1
-        inputs = left_pad([s[:-1] for s in seqs], width)
-        if last_only:
-            yield inputs, torch.tensor([s[-1] for s in seqs], dtype=torch.long)
-        else:
-            yield inputs, left_pad([s[1:] for s in seqs], width)
+
+    def __init__(self, windows: Sequence[Sequence[int]], last_only: bool = False):
+        self.lengths = [len(w) for w in windows]
+        self.rows = torch.from_numpy(wire.left_pad(windows, dtype=np.int32))  # int32: half the memory
+        self.last_only = last_only
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batches(self, batch_size: int, rng: random.Random) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled (inputs, targets) batches, grouped by length so little padding is computed."""
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        pool = batch_size * 32
+        batches = []
+        for start in range(0, len(order), pool):
+            chunk = sorted(order[start:start + pool], key=self.lengths.__getitem__)
+            batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        rng.shuffle(batches)
+        lengths = torch.tensor(self.lengths)
+        for batch in torch.tensor(list(itertools.chain(*batches))).split([len(b) for b in batches]):
+            yield self._batch(batch, lengths[batch])
+
+    def _batch(self, batch: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        width = int(lengths.max())
+        rows = self.rows.index_select(0, batch)[:, -width:].long()
+        if self.last_only:
+            return rows[:, :-1], rows[:, -1]
+        # a shorter window's first item sits in the column after the inputs' padding: not a target
+        before = torch.arange(width - 1) < (width - lengths)[:, None]
+        return rows[:, :-1], rows[:, 1:].masked_fill(before, PADDING)

@@ -47,7 +47,7 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     """
     model, rng = checkpoint.model, random.Random(config.seed)
     cut = data.training_prefixes if config.prefixes else data.training_windows
-    windows = cut(split.train, config.max_len)
+    training = data.TrainingSet(cut(split.train, config.max_len), last_only=config.prefixes)
     negatives = config.negatives_for(model.num_ids)
     optimisers = optimisers_for(model, config, negatives)
     plateaus = [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max", factor=config.lr_decay, patience=config.lr_patience)
@@ -60,8 +60,7 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     bar = tqdm(range(config.max_epochs), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         started, cpu = time.monotonic(), time.process_time()
-        batches = data.training_batches(windows, config.batch_size, rng, config.prefixes)
-        loss = _epoch(model, optimisers, batches, negatives, deadline)
+        loss = _epoch(model, optimisers, training.batches(config.batch_size, rng), negatives, deadline)
         valid = evaluate_model(model, split.valid_inputs, split.valid_targets)
         checkpoint.history.append({"epoch": epoch + 1, "loss": loss, "lr": optimisers[0].param_groups[0]["lr"],
                                    "seconds": time.monotonic() - started,
