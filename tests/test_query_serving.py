@@ -1,5 +1,7 @@
 """The served model's query path on a real Triton: a version with a text tower reads QUERY with its
-own tokenizer and feeds the graph's query_ids in the same run; empty text answers as no query.
+own tokenizer and feeds the graph's query_ids in the same run; empty text answers as no query. And
+on the real broker and worker: a search's answer, and the next SHOPGUIDE_QUERY_EVENTS, are the
+query-steered ones, with `searched:<query>` reasons for items whose title shares a word with it.
 
 The version here is a small graph built with onnx.helper (item and token vectors summed, scored
 against every item, top_k inside the graph) and a word-level tokenizer: it follows the contract of
@@ -7,10 +9,12 @@ serving/wire.py without the trainer, so model.py's plumbing is tested apart from
 """
 import asyncio
 import json
+import time
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+import msgpack
 import tritonclient.grpc as grpcclient
 
 from serving import wire
@@ -18,7 +22,11 @@ from serving.client import TritonClient
 from serving.rollout import publish
 from serving.triton import LocalTriton
 from shopguide.errors import UserError
+from streams.catalog_load import load
+from streams.events import Event
+from streams.replay import publish as produce
 from tests.fixtures.triton import triton_settings
+from tests.fixtures.worker import all_partitions, wait_for
 
 pytestmark = pytest.mark.triton
 
@@ -158,3 +166,56 @@ def test_a_version_whose_export_json_and_graph_disagree_on_the_query_is_refused(
     (tmp_path / "export.json").write_text(json.dumps({key: META[key] for key in ("top_k", "max_len")}))
     with pytest.raises(UserError, match="takes query_ids but export.json has no query_tokens"):
         publish(served, tmp_path)
+
+
+class Shopper:
+    """One user's events, each sent once the previous one is answered (clicks and searches travel on
+    different topics, so only that fixes their order); `send` returns the event's recommendation."""
+
+    def __init__(self, name, settings, producer, recommendations):
+        self.name, self.settings, self.producer, self.recommendations = name, settings, producer, recommendations
+        self.answered = 0
+
+    def send(self, kind, value) -> dict:
+        fields = {"query": value} if kind == "search" else {"items": (value,)}
+        produce(self.producer, self.settings, Event(kind, self.name, "s", time.time(), **fields))
+        self.producer.flush()
+        self.answered += 1
+        key = self.name.encode()
+        mine = self.recommendations.until(lambda rs: sum(r.key == key for r in rs) >= self.answered,
+                                          what=f"answer {self.answered} to {self.name}")
+        return msgpack.unpackb([r.value for r in mine if r.key == key][-1], raw=False)
+
+
+@pytest.mark.kafka
+def test_a_search_steers_its_answer_and_the_next_events_then_the_history_alone(
+        served, reference, kafka_settings, start_worker, producer, topic_reader, tmp_path):
+    settings = kafka_settings(triton_grpc=served.triton_grpc, triton_timeout_s=2.0, recommend_k=META["top_k"],
+                              query_events=1)
+    titles = tmp_path / "items.csv"
+    titles.write_text("item,title\n" + "".join(f"{item},{'toy car' if n % 2 else 'rag doll'} {n}\n"
+                                               for n, item in enumerate(ITEMS)))
+    load(settings, titles, progress=False)
+    worker = start_worker(settings)
+    wait_for(lambda: worker.assigned() == all_partitions(settings), what="worker assigned")
+    recommendations = topic_reader(settings.topic_recommendations)
+    shopper, control = (Shopper(name, settings, producer, recommendations) for name in ("shopper", "control"))
+
+    unsteered = [control.send("click", item) for item in ("i1", "i2")][-1]
+    for item in ("i1", "i2"):
+        shopper.send("click", item)
+    searched = shopper.send("search", "Red CAR")
+    steered = reference(["i1", "i2"], "Red CAR")[0]
+    assert searched["source"] == "model" and searched["event_type"] == "search"
+    assert searched["items"] == steered != unsteered["items"] == reference(["i1", "i2"], "")[0]
+    cars = {item for n, item in enumerate(ITEMS) if n % 2}
+    assert searched["reasons"] == ["searched:Red CAR" if item in cars else "viewed:i2" for item in steered]
+    assert unsteered["reasons"] == ["viewed:i2"] * META["top_k"]
+
+    history = ["i1", "i2", "i3"]
+    next_event = shopper.send("click", "i3")["items"]
+    assert next_event == reference(history, "Red CAR")[0] != reference(history, "")[0]
+    history.append("i4")
+    after = shopper.send("click", "i4")  # query_events=1: the history alone from here
+    assert after["items"] == reference(history, "")[0] != reference(history, "Red CAR")[0]
+    assert set(after["reasons"]) == {"viewed:i4"}
