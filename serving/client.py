@@ -39,6 +39,18 @@ def encode_queries(queries: Sequence[str], rows: int) -> np.ndarray:
     return np.array(texts, dtype=np.object_).reshape(rows, 1)
 
 
+def infer_inputs(sessions: Sequence[Sequence], queries: Sequence[str] | None = None) -> list:
+    """The ITEMS and QUERY inputs of one call (tritonclient's gRPC InferInput, which its sync and
+    asyncio clients share)."""
+    from tritonclient.grpc import InferInput
+
+    inputs = []
+    for name, rows in ((REQUEST_ITEMS, encode(sessions)), (REQUEST_QUERY, encode_queries(queries, len(sessions)))):
+        inputs.append(InferInput(name, list(rows.shape), "BYTES"))
+        inputs[-1].set_data_from_numpy(rows)
+    return inputs
+
+
 def decode(items: np.ndarray, scores: np.ndarray) -> list[Recommendation]:
     """Per row: shop ids and scores, best first; padding answers (b"") dropped."""
     answers = []
@@ -93,15 +105,11 @@ class TritonClient:
         worker can share a dynamic batch (Triton batches only requests with the same inputs)."""
         if not sessions:
             return [], None
-        from tritonclient.grpc import InferInput
         from tritonclient.utils import InferenceServerException
 
-        inputs = []
-        for name, rows in ((REQUEST_ITEMS, encode(sessions)), (REQUEST_QUERY, encode_queries(queries, len(sessions)))):
-            inputs.append(InferInput(name, list(rows.shape), "BYTES"))
-            inputs[-1].set_data_from_numpy(rows)
         try:
-            result = await self._connection().infer(self.model_name, inputs, client_timeout=timeout_s)
+            result = await self._connection().infer(self.model_name, infer_inputs(sessions, queries),
+                                                    client_timeout=timeout_s)
         except InferenceServerException as exc:
             raise _serving_error(exc) from exc
         answers = decode(result.as_numpy(RESPONSE_ITEMS), result.as_numpy(RESPONSE_SCORES))

@@ -3,7 +3,8 @@
 `verify` loads a version's files (a staging directory, before the version has a number) into
 Triton as a model of their own, `<model>-probe`, sent in the load request itself: nothing on
 disk names it, so a restarted Triton never loads it and shop traffic never reaches it. It asks
-that model for the next items of a session made of the version's own items, checks the answer
+that model for the next items of a session made of the version's own items and of a shopper with
+only a search query (a version with a text tower reads it; others ignore it), checks the answer
 and unloads it. `ask` is the same request to any loaded model and version.
 """
 from __future__ import annotations
@@ -14,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.client import encode, reason
-from serving.wire import REQUEST_ITEMS, RESPONSE_ITEMS, RESPONSE_SCORES
+from serving.client import infer_inputs, reason
+from serving.wire import RESPONSE_ITEMS, RESPONSE_SCORES
 from shopguide.errors import UserError
 
 SUFFIX = "-probe"
 SERVED_FILES = ("model.py", "wire.py", "model.onnx", "item_index.json", "export.json")
 TOWER_FILES = ("tokenizer.json",)  # a version with a text tower
 SESSION_ITEMS = 3
+QUERY = "gift for a child"
 LOAD_TIMEOUT_S = 120.0
 
 
@@ -51,16 +53,12 @@ def verify(settings, directory: Path) -> dict:
 
 
 def ask(client, name: str, version: int, directory: Path) -> dict:
-    """One request to `name` version `version`: a session of the version's first items and an
-    empty one; the answer must name that version and hold known items, best first."""
-    from tritonclient.grpc import InferInput
-
+    """One request to `name` version `version`: a session of the version's first items, and an
+    empty one with a query; the answer must name that version and hold known items, best first."""
     index = [str(item) for item in json.loads((Path(directory) / "item_index.json").read_text())]
     session = index[:SESSION_ITEMS]
-    rows = encode([session, []])
-    request = InferInput(REQUEST_ITEMS, list(rows.shape), "BYTES")
-    request.set_data_from_numpy(rows)
-    result = client.infer(name, [request], model_version=str(version), client_timeout=LOAD_TIMEOUT_S)
+    inputs = infer_inputs([session, []], ["", QUERY])
+    result = client.infer(name, inputs, model_version=str(version), client_timeout=LOAD_TIMEOUT_S)
     items, scores = result.as_numpy(RESPONSE_ITEMS), result.as_numpy(RESPONSE_SCORES)
     problem = _problem(items, scores, set(index), int(result.get_response().model_version), version)
     if problem:

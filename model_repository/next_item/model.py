@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # one stub process per
 import wire  # noqa: E402
 
 WARMUP_BATCHES = (1, 64)
+WARMUP_QUERY = "warm up"  # a tower version runs its tokenizer and query path before it reports ready
 
 
 class TritonPythonModel:
@@ -47,7 +48,7 @@ class TritonPythonModel:
         # The first runs of an ORT session allocate and pick kernels; pay that before reporting ready.
         for batch in WARMUP_BATCHES:
             for width in (1, self.max_len):
-                self._run(np.zeros((batch, width), dtype=np.int64), [""] * batch)
+                self._run(np.zeros((batch, width), dtype=np.int64), [WARMUP_QUERY] * batch)
 
     def _run(self, model_ids, queries):
         feed = {wire.GRAPH_INPUT: model_ids}
