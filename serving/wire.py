@@ -27,6 +27,9 @@ PADDING = 0                               # the model id of no item
 GRAPH_QUERY = "query_ids"                 # INT64 [batch, query_tokens]: token ids, right-padded with
                                           # QUERY_PADDING; a row of padding is no query
 QUERY_PADDING = 0                         # the tokenizer's [PAD]
+GRAPH_HIDDEN = "hidden"                   # FP32 [batch, hidden], a third output of the same versions:
+                                          # what scores items (score = hidden . item vector), so items
+                                          # added after export are ranked beside the graph's own
 SHOP_PADDING = b""
 
 

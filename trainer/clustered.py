@@ -109,11 +109,11 @@ class ClusteredTopK(nn.Module):
         self.register_buffer("centroids", clustering.centroids)
         self.register_buffer("members", clustering.members)
 
-    def forward(self, item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.model.encode_newest(item_ids)
+    def forward(self, item_ids: torch.Tensor, query_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.model.encode_newest(item_ids, query_ids)
         near = (hidden @ self.centroids.T).topk(self.probe, dim=1).indices
         candidates = self.members[near].flatten(1)
         vectors = self.model.item_embedding(candidates)
         scores = (vectors @ hidden[:, :, None])[:, :, 0].masked_fill(candidates == PADDING, NEG_INF)
         top_scores, at = scores.topk(self.top_k, dim=1)
-        return candidates.gather(1, at), top_scores
+        return (candidates.gather(1, at), top_scores, hidden) if query_ids is not None else (candidates.gather(1, at), top_scores)

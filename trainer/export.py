@@ -5,10 +5,16 @@ Writes into out_dir:
 - model.int8.onnx   the same model with dynamic int8 quantisation of its weights
 - item_index.json   the model id -> shop id list (position i holds model id i + 1)
 - export.json       top_k, max_len, num_items and the checkpoint's description
+- tokenizer.json    with a text tower: the query tokenizer (export.json "query_tokens" is its width)
 
 Graph I/O (names in serving/wire.py): input int64 [batch, seq_len] (both dynamic, left-padded with
 0; histories longer than max_len are cut to their newest max_len items inside the graph); outputs
 the top_k model ids int64 [batch, top_k] (never padding) and their scores float32 [batch, top_k].
+A model with a text tower takes a second input, the search query's token ids int64
+[batch, query_tokens] (a row of padding: no query), and is exported folded (`NextItemModel.serving_copy`):
+the items' content vectors are part of its item table, so a call runs the tower on the query only.
+It also answers its hidden state float32 [batch, hidden] (GRAPH_HIDDEN), which scores items by a
+dot product with their vectors: items added after export (new in the catalogue) are ranked by it.
 """
 from __future__ import annotations
 
@@ -22,10 +28,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from serving.wire import GRAPH_INPUT, GRAPH_OUTPUTS
+from serving.wire import GRAPH_HIDDEN, GRAPH_INPUT, GRAPH_OUTPUTS, GRAPH_QUERY
 from shopguide.process import kill_point
 from trainer.checkpoint import Checkpoint
 from trainer.clustered import PROBE, ClusteredTopK, cluster, default_clusters
+from trainer.content import QUERY_TOKENS
 from trainer.model import NextItemModel
 
 FP32 = "model.onnx"
@@ -40,9 +47,10 @@ class TopK(nn.Module):
         self.model = model
         self.top_k = min(top_k, model.num_ids - 1)  # padding is never among the answers
 
-    def forward(self, item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        top_scores, top_ids = torch.topk(self.model(item_ids), self.top_k, dim=1)
-        return top_ids, top_scores
+    def forward(self, item_ids: torch.Tensor, query_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        hidden = self.model.encode_newest(item_ids, query_ids)
+        top_scores, top_ids = torch.topk(self.model.score(hidden), self.top_k, dim=1)
+        return (top_ids, top_scores, hidden) if query_ids is not None else (top_ids, top_scores)
 
 
 def export(checkpoint: Path | str | Checkpoint, out_dir: Path | str, top_k: int = 20, clusters: int | None = None,
@@ -52,17 +60,22 @@ def export(checkpoint: Path | str | Checkpoint, out_dir: Path | str, top_k: int 
     source = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    head, scoring = serving_head(source.model.eval(), top_k, clusters, probe)
+    model = source.model.eval()
+    head, scoring = serving_head(model.serving_copy() if model.text is not None else model, top_k, clusters, probe)
     with tempfile.TemporaryDirectory(dir=out) as tmp:  # in out: a killed export leaves nothing elsewhere
         write_graph(head, out / FP32, Path(tmp))
         kill_point("export")
         with _quiet():
             _quantise(out / FP32, out / INT8)
     source.index.save(out / "item_index.json")
+    query = {}
+    if model.text is not None:
+        source.vocabulary.save_tokenizer(out / "tokenizer.json")
+        query = {"query_tokens": QUERY_TOKENS, "query_input": GRAPH_QUERY, "hidden_output": GRAPH_HIDDEN}
     meta = {"top_k": head.top_k, "max_len": source.model.args.max_len, "num_items": len(source.index),
             "scoring": scoring, "input": GRAPH_INPUT, "outputs": list(GRAPH_OUTPUTS), "files": {"fp32": FP32, "int8": INT8},
             "source": str(checkpoint) if not isinstance(checkpoint, Checkpoint) else "",
-            "checkpoint": source.describe()}
+            "checkpoint": source.describe(), **query}
     (out / "export.json").write_text(json.dumps(meta, indent=2))
     return out
 
@@ -99,10 +112,16 @@ def _quiet():
 def _to_onnx(head: nn.Module, path: Path) -> None:
     example = torch.tensor([[0, 0, 1, 2], [3, 4, 5, 6]], dtype=torch.long) % head.model.num_ids
     batch, length = torch.export.Dim("batch"), torch.export.Dim("seq_len")
+    inputs, names, shapes = (example,), [GRAPH_INPUT], {"item_ids": {0: batch, 1: length}}
+    outputs = list(GRAPH_OUTPUTS)
+    if head.model.text is not None:
+        query = torch.zeros(2, QUERY_TOKENS, dtype=torch.long)
+        query[1, :2] = torch.tensor([5, 6])
+        inputs, names, shapes = (example, query), names + [GRAPH_QUERY], {**shapes, "query_ids": {0: batch}}
+        outputs.append(GRAPH_HIDDEN)
     with torch.no_grad():
-        program = torch.onnx.export(head, (example,), input_names=[GRAPH_INPUT], output_names=list(GRAPH_OUTPUTS),
-                                    dynamic_shapes={"item_ids": {0: batch, 1: length}},
-                                    dynamo=True, optimize=True, verbose=False)
+        program = torch.onnx.export(head, inputs, input_names=names, output_names=outputs,
+                                    dynamic_shapes=shapes, dynamo=True, optimize=True, verbose=False)
     program.save(str(path))
 
 

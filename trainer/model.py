@@ -195,7 +195,7 @@ class NextItemModel(nn.Module):
             self.args.num_ids = num_ids
         return added
 
-    def folded(self) -> "NextItemModel":
+    def serving_copy(self) -> "NextItemModel":
         """A copy for serving whose item table already holds id plus content vectors, so a call
         runs the text tower on its query only."""
         serving = copy.deepcopy(self).eval()
