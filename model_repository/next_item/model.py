@@ -69,7 +69,7 @@ class TritonPythonModel:
         for n, request in enumerate(requests):
             try:
                 rows = pb_utils.get_input_tensor_by_name(request, wire.REQUEST_ITEMS).as_numpy()
-                request_queries = _queries(request, len(rows))
+                request_queries = _queries(request, len(rows)) if self.tokenizer is not None else ()
                 sessions.append(self._known(rows))
                 queries.extend(request_queries)
                 owners.append(n)
