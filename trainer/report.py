@@ -24,21 +24,29 @@ def references_for(data: Path | str) -> dict[str, dict[str, float]]:
 
 
 def write(out_dir: Path | str, results: dict[str, dict[str, float]], history: list[dict],
-          facts: dict[str, str]) -> Path:
-    """results: row name -> metrics (ours first); facts: protocol lines shown above the table."""
+          facts: dict[str, str], sections: dict[str, dict[str, dict[str, float]]] | None = None) -> Path:
+    """results: row name -> metrics (ours first); facts: protocol lines shown above the table;
+    sections: more tables (title -> rows), each on its own population, after the plot."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _plot(out / "report.png", results, history)
     lines = ["# Next-item model: full-ranking evaluation", ""]
     lines += [f"- **{key}**: {value}" for key, value in facts.items()]
-    lines += ["", "| model | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-    for name, metrics in results.items():
-        cells = [f"{metrics[m]:.4f}" if m in metrics else "–" for m in METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [""] + _table(results)
     lines += ["", "![training curve and comparison](report.png)", ""]
+    for title, rows in (sections or {}).items():
+        lines += [f"## {title}", ""] + _table(rows) + [""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _table(rows: dict[str, dict[str, float]]) -> list[str]:
+    lines = ["| model | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    for name, metrics in rows.items():
+        cells = [f"{metrics[m]:.4f}" if m in metrics else "–" for m in METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _plot(path: Path, results: dict[str, dict[str, float]], history: list[dict]) -> None:
