@@ -87,10 +87,10 @@ def optimisers_for(model: NextItemModel, config: TrainConfig, negatives: int) ->
     used), so the table gets lazy Adam (SparseAdam, no weight decay) and a step's update does not
     grow with the catalogue."""
     if not (model.draws(negatives) and config.prefixes):
-        return [torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)]
+        return [torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)]
     table = model.item_embedding.weight
     rest = [p for p in model.parameters() if p is not table]
-    return [torch.optim.AdamW(rest, lr=config.lr, weight_decay=config.weight_decay),
+    return [torch.optim.AdamW(rest, lr=config.lr, weight_decay=config.weight_decay, fused=True),
             torch.optim.SparseAdam([table], lr=config.lr)]
 
 
