@@ -31,6 +31,8 @@ class WorkerMetrics:
                                         buckets=LATENCY_BUCKETS, registry=registry)
         self.triton_batch = Histogram("shopguide_triton_batch_size", "Users in one Triton call",
                                       buckets=BATCH_BUCKETS, registry=registry)
+        self.steered = Counter("shopguide_recommendations_steered", "Model answers a search query steered (its own "
+                               "and the session's next events, SHOPGUIDE_QUERY_EVENTS)", registry=registry)
         self.inferences_saved = Counter("shopguide_inferences_saved", "Model answers reused instead of inferred: "
                                         "a history answered earlier or in the same batch", registry=registry)
         self.lag = Gauge("shopguide_consumer_lag", "Messages behind the end of the partition",

@@ -59,6 +59,8 @@ class Recommender:
             if answer is None:
                 self.metrics.fallbacks.labels(cause or "new_user").inc()
             query = newest[update.key][1] if answer is not None else ""
+            if query:
+                self.metrics.steered.inc()
             items, scores, reasons = self.finalise(update, answer, query)
             await self.send(update, items, scores, reasons, version, source)
 

@@ -219,3 +219,4 @@ def test_a_search_steers_its_answer_and_the_next_events_then_the_history_alone(
     after = shopper.send("click", "i4")  # query_events=1: the history alone from here
     assert after["items"] == reference(history, "")[0] != reference(history, "Red CAR")[0]
     assert set(after["reasons"]) == {"viewed:i4"}
+    assert worker.value("shopguide_recommendations_steered_total") == 2
