@@ -1,7 +1,7 @@
 """The `shopguide` command: one subcommand per job.
 
 Each package registers its own subcommands (streams: broker, worker, replay, catalog; serving: triton,
-model; trainer: train, eval, export, finetune); `bench` gathers the benchmarks. A handler is
+model; trainer: train, eval, export, finetune, new-items); `bench` gathers the benchmarks. A handler is
 `handler(args, settings) -> int | None`; one that needs an optional install is marked with
 `shopguide.extras.needs` and is not run without it. Flags whose `dest` is a Settings field override it.
 """
@@ -26,6 +26,7 @@ def build_parser() -> Parser:
     from streams.cli import register as register_streams
     from trainer.cli import register as register_trainer
     from trainer.finetune_cli import register as register_finetune
+    from trainer.new_items_cli import register as register_new_items
 
     parser = Parser(prog="shopguide", description=__doc__.splitlines()[0],
                     epilog="environment variables:\n" + describe(),
@@ -38,6 +39,7 @@ def build_parser() -> Parser:
     for register in (register_streams, register_serving, register_trainer, register_finetune):
         register(commands, bench)
     register_catalog(commands)
+    register_new_items(commands)
     register_demo(commands)
     register_chaos(commands)
     register_bench_e2e(bench)

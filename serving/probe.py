@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from serving.client import infer_inputs, reason
-from serving.wire import RESPONSE_ITEMS, RESPONSE_SCORES
+from serving.wire import ADDED_ITEMS, ADDED_VECTORS, RESPONSE_ITEMS, RESPONSE_SCORES
 from shopguide.errors import UserError
 
 SUFFIX = "-probe"
 SERVED_FILES = ("model.py", "wire.py", "model.onnx", "item_index.json", "export.json")
-TOWER_FILES = ("tokenizer.json",)  # a version with a text tower
+TOWER_FILES = ("tokenizer.json", ADDED_ITEMS, ADDED_VECTORS)  # a version with a text tower (and new items)
 SESSION_ITEMS = 3
 QUERY = "gift for a child"
 LOAD_TIMEOUT_S = 120.0
@@ -56,11 +56,13 @@ def ask(client, name: str, version: int, directory: Path) -> dict:
     """One request to `name` version `version`: a session of the version's first items, and an
     empty one with a query; the answer must name that version and hold known items, best first."""
     index = [str(item) for item in json.loads((Path(directory) / "item_index.json").read_text())]
+    added = Path(directory) / ADDED_ITEMS
+    known = set(index) | ({str(item) for item in json.loads(added.read_text())} if added.exists() else set())
     session = index[:SESSION_ITEMS]
     inputs = infer_inputs([session, []], ["", QUERY])
     result = client.infer(name, inputs, model_version=str(version), client_timeout=LOAD_TIMEOUT_S)
     items, scores = result.as_numpy(RESPONSE_ITEMS), result.as_numpy(RESPONSE_SCORES)
-    problem = _problem(items, scores, set(index), int(result.get_response().model_version), version)
+    problem = _problem(items, scores, known, int(result.get_response().model_version), version)
     if problem:
         raise UserError(f"{name} version {version} answered the probe wrongly: {problem}")
     return {"session": session, "answer": [item.decode() for item in items[0][:5]]}

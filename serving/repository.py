@@ -34,6 +34,8 @@ EXPORT_FILES = ("item_index.json", "export.json")
 # A text tower's tokenizer (model.py reads it), what trainer/job.py fine-tunes from, and the
 # record of the run that made the version.
 OPTIONAL_FILES = ("tokenizer.json", "checkpoint.pt", "finetune.json")
+# What a version derived from another (`derive`: new items added) shares with it.
+SHARED_FILES = ("model.onnx", *EXPORT_FILES, "tokenizer.json", "checkpoint.pt")
 RETIRED = "retired"
 VERIFIED = "verified.json"
 STAGING = ".publish-"
@@ -130,6 +132,26 @@ class ModelRepository:
             raise
         return staging
 
+    def derive(self, version: int, files: dict[str, bytes]) -> Path:
+        """A staging directory for a version made from `version`: its model files hard-linked (a
+        version's files never change in place; copied where the file system cannot link), this
+        repository's model.py and wire.py, and `files` (name -> content) beside them."""
+        source = self.model_dir / str(version)
+        staging = self.model_dir / f"{STAGING}{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            shutil.copy2(self.model_dir / "model.py", staging / "model.py")
+            shutil.copy2(wire.__file__, staging / "wire.py")
+            for name in SHARED_FILES:
+                if (source / name).exists():
+                    _link(source / name, staging / name)
+            for name, content in files.items():
+                (staging / name).write_bytes(content)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return staging
+
     def clean(self) -> list[Path]:
         """Remove staging directories a killed publish left; returns them."""
         leftovers = sorted(self.model_dir.glob(f"{STAGING}*")) if self.model_dir.is_dir() else []
@@ -212,6 +234,13 @@ def _numbered(directory: Path) -> list[int]:
     if not directory.is_dir():
         return []
     return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _link(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _stage(export_dir: Path, staging: Path, model_code: Path, int8: bool) -> None:

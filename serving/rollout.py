@@ -26,12 +26,17 @@ from shopguide.process import kill_point
 
 def publish(settings: Settings, export_dir: Path, int8: bool = False) -> tuple[int, int | None]:
     """(the published version, the version Triton serves now, or None if Triton is not running)."""
-    from serving.probe import verify
-
     models = ModelRepository.from_settings(settings)
     if not _running(settings):
         return _publish_unverified(settings, models, export_dir, int8), None
-    staging = models.stage(export_dir, int8)
+    return publish_staged(settings, models.stage(export_dir, int8))
+
+
+def publish_staged(settings: Settings, staging: Path) -> tuple[int, int | None]:
+    """`publish` of a staging directory (ModelRepository.stage or derive), which it consumes."""
+    from serving.probe import verify
+
+    models = ModelRepository.from_settings(settings)
     try:
         mark_verified(staging, verify(settings, staging))
         kill_point("publish-staged")

@@ -32,6 +32,11 @@ GRAPH_HIDDEN = "hidden"                   # FP32 [batch, hidden], a third output
                                           # added after export are ranked beside the graph's own
 SHOP_PADDING = b""
 
+# Items added to a version after its export (new in the catalogue, trainer/new_items.py): files in the
+# version directory beside item_index.json. Scored against GRAPH_HIDDEN and merged into the top_k.
+ADDED_ITEMS = "added_items.json"    # their shop ids
+ADDED_VECTORS = "added_items.npy"   # FP32 [n, hidden]: their vectors (content only), row i for ADDED_ITEMS[i]
+
 
 def left_pad(rows: Sequence[Sequence], width: int | None = None, fill=PADDING, dtype=np.int64) -> np.ndarray:
     """[len(rows), width] array: each row's newest `width` entries at the right end, `fill` before.

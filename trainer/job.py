@@ -55,20 +55,27 @@ def state_dir(settings: Settings) -> Path:
 def live_checkpoint(settings: Settings):
     """(live version, its Checkpoint): the version's own checkpoint.pt, else the checkpoint its
     export was made from (versions published by hand with `shopguide model publish`)."""
-    from serving.repository import ModelRepository, export_meta
+    from serving.repository import ModelRepository
     from trainer.checkpoint import Checkpoint
 
     models = ModelRepository.from_settings(settings)
     version = models.live()
     if version is None:
         raise UserError(f"no model version in {models.model_dir} to fine-tune (shopguide model publish EXPORT_DIR)")
+    return version, Checkpoint.load(checkpoint_path(models, version))
+
+
+def checkpoint_path(models, version: int) -> Path:
+    """Where `version` of `models` (a serving.repository.ModelRepository) has its checkpoint."""
+    from serving.repository import export_meta
+
     version_dir = models.model_dir / str(version)
     path = version_dir / CHECKPOINT
     if not path.exists():
         path = Path(export_meta(version_dir).get("source") or path)
     if not path.exists():
         raise UserError(f"version {version} in {models.model_dir} carries no {CHECKPOINT} and names no source checkpoint")
-    return version, Checkpoint.load(path)
+    return path
 
 
 class FinetuneJob:

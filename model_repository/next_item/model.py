@@ -4,7 +4,9 @@ Each version directory is self-contained: this file and wire.py (the tensor name
 serving/wire.py, both copied at publish time), model.onnx, item_index.json (position i is model
 id i+1; 0 is padding) and export.json (top_k, max_len). A version exported with a text tower also
 has tokenizer.json and export.json's query_tokens: the optional QUERY input is tokenised and fed
-to the graph beside the items; other versions ignore QUERY.
+to the graph beside the items; other versions ignore QUERY. Such a version may also carry items
+added after its export (wire.ADDED_ITEMS and wire.ADDED_VECTORS, trainer/new_items.py): each row's
+answer is then the best top_k of the graph's and of theirs, scored by the graph's hidden output.
 The whole dynamic batch goes through one ONNX Runtime `session.run`; a request that cannot be
 read gets an error response of its own, and the model never raises out of `execute`.
 """
@@ -39,9 +41,11 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(str(version_dir / "model.onnx"), _session_options(config),
                                             providers=providers)
         self.query_tokens, self.tokenizer = _query_reader(version_dir, meta, self.session)
+        added, self.added_vectors = _added_items(version_dir, self.session)
+        self.shop_ids = np.concatenate([self.shop_ids, np.array(added, dtype=np.object_)])
         self._warm_up()
         pb_utils.Logger.log_info(
-            f"next_item version {args['model_version']}: {len(index)} items, max_len {self.max_len}, "
+            f"next_item version {args['model_version']}: {len(index)} items and {len(added)} added, max_len {self.max_len}, "
             f"query tokens {self.query_tokens or 'none'}, providers {self.session.get_providers()}")
 
     def _warm_up(self):
@@ -54,7 +58,11 @@ class TritonPythonModel:
         feed = {wire.GRAPH_INPUT: model_ids}
         if self.tokenizer is not None:
             feed[wire.GRAPH_QUERY] = wire.token_rows(self.tokenizer, queries, self.query_tokens)
-        top_ids, top_scores = self.session.run(list(wire.GRAPH_OUTPUTS), feed)
+        if self.added_vectors is None:
+            top_ids, top_scores = self.session.run(list(wire.GRAPH_OUTPUTS), feed)
+        else:
+            top_ids, top_scores, hidden = self.session.run([*wire.GRAPH_OUTPUTS, wire.GRAPH_HIDDEN], feed)
+            top_ids, top_scores = _merged(top_ids, top_scores, hidden @ self.added_vectors.T, len(self.model_ids) + 1)
         return self.shop_ids[top_ids], top_scores.astype(np.float32)
 
     def _known(self, rows):
@@ -123,6 +131,37 @@ def _query_reader(version_dir, meta, session):
         return int(meta["query_tokens"]), Tokenizer.from_file(str(version_dir / "tokenizer.json"))
     except Exception as exc:
         raise pb_utils.TritonModelException(f"{version_dir}/tokenizer.json: {type(exc).__name__}: {exc}") from None
+
+
+def _added_items(version_dir, session):
+    """(shop ids, vectors [n, hidden]) of the items added to the version after export; ([], None)
+    when it has none. They are scored by the graph's hidden output, so the graph must answer it."""
+    if not (version_dir / wire.ADDED_ITEMS).exists():
+        return [], None
+    if wire.GRAPH_HIDDEN not in {output.name for output in session.get_outputs()}:
+        raise pb_utils.TritonModelException(
+            f"{version_dir} has {wire.ADDED_ITEMS} but model.onnx answers no {wire.GRAPH_HIDDEN}; export the model again")
+    items = [str(item).encode() for item in _read_json(version_dir / wire.ADDED_ITEMS)]
+    try:
+        vectors = np.load(version_dir / wire.ADDED_VECTORS).astype(np.float32)
+    except (OSError, ValueError) as exc:
+        raise pb_utils.TritonModelException(f"{version_dir / wire.ADDED_VECTORS}: {type(exc).__name__}: {exc}") from None
+    if vectors.ndim != 2 or len(vectors) != len(items):
+        raise pb_utils.TritonModelException(
+            f"{version_dir / wire.ADDED_VECTORS}: shape {list(vectors.shape)}, expected [{len(items)}, hidden]")
+    return items, vectors
+
+
+def _merged(top_ids, top_scores, added_scores, first_id):
+    """The best k of each row's graph answer (top_ids, top_scores [rows, k]) and of the added items'
+    scores [rows, n] (their ids count from first_id), best first."""
+    rows, k = top_ids.shape
+    n = added_scores.shape[1]
+    best = np.argpartition(-added_scores, k - 1, axis=1)[:, :k] if n > k else np.broadcast_to(np.arange(n), (rows, n))
+    ids = np.concatenate([top_ids, first_id + best], axis=1)
+    scores = np.concatenate([top_scores, np.take_along_axis(added_scores, best, axis=1)], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
 
 def _read_json(path, *keys):
