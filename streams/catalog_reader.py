@@ -65,3 +65,19 @@ class CatalogReader:
     def close(self) -> None:
         self.bar.close()
         self.consumer.close()
+
+
+def listed_items(settings, progress: bool = True) -> dict[str, CatalogItem]:
+    """Every listed item's newest record, as the topic holds them now."""
+    reader = CatalogReader(settings, progress)
+    listed = {}
+    try:
+        while not reader.caught_up():
+            for item, record in reader.poll(500):
+                if record is None:
+                    listed.pop(item, None)
+                else:
+                    listed[item] = record
+    finally:
+        reader.close()
+    return listed

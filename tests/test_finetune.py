@@ -4,6 +4,7 @@ import torch
 
 from streams.events import Event
 from trainer.checkpoint import Checkpoint
+from trainer.content import Vocabulary
 from trainer.finetune import Histories, build_split, decide, evaluate_live, fine_tune, grow_index, user_sequences
 from trainer.finetune_config import Every, FinetuneConfig, parse_every
 from trainer.item_index import ItemIndex
@@ -90,6 +91,24 @@ def test_fine_tune_learns_new_items_and_passes_the_gate():
     assert result.outcome == "published" and result.new_items == 6 and result.held_out == 12
     assert result.live_metrics["HR@5"] == 0.0 and result.candidate_metrics["HR@5"] == 1.0
     assert result.candidate.model.num_ids == 10 and live.model.num_ids == 4
+
+
+def test_fine_tune_grows_a_text_model_by_the_catalogue_content_of_its_new_items():
+    torch.manual_seed(0)
+    catalogue = {item: {"title": title, "categories": [category]} for item, title, category in [
+        ("a", "red car", "cars"), ("b", "blue car", "cars"), ("c", "rag doll", "dolls"),
+        ("n0", "red racing car", "cars"), ("fresh", "wooden doll house", "dolls")]}
+    vocabulary = Vocabulary.learn(catalogue[item] for item in "abc")
+    model = NextItemModel(ModelArgs(num_ids=4, max_len=8, hidden=16, layers=1, heads=1, text_vocab=vocabulary.size))
+    model.item_tokens.copy_(torch.from_numpy(vocabulary.item_rows([None] + [catalogue[item] for item in "abc"])))
+    live = Checkpoint(model, ItemIndex("abc"), vocabulary=vocabulary)
+    new = {f"u{n}": ["a", "n0", "b", "n0"] for n in range(20)}
+    result = fine_tune(live, Histories(), new, FinetuneConfig(max_epochs=1, min_users=2), progress=False,
+                       catalogue=catalogue)
+    candidate = result.candidate  # "fresh": listed, in no event yet
+    assert candidate.index.to_list() == ["a", "b", "c", "n0", "fresh"] and candidate.vocabulary is vocabulary
+    expected = torch.from_numpy(vocabulary.item_rows([catalogue["n0"], catalogue["fresh"]]))
+    assert torch.equal(candidate.model.item_tokens[4:], expected) and expected.count_nonzero() > 0
 
 
 def test_fine_tune_skips_when_too_few_users_can_be_judged():

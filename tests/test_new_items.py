@@ -167,7 +167,8 @@ def test_a_new_item_is_served_within_a_minute_and_a_restart_adds_nothing(stack, 
         assert time.monotonic() - sent < SERVED_WITHIN_S, "".join(first.lines)[-3000:]
         time.sleep(0.25)
         answers = recommend(stack.triton_grpc, [history for history, _ in asks], [query for _, query in asks])
-    print(f"\nnew item servable {time.monotonic() - sent:.1f} s after its catalogue record was sent")
+    print(f"\nnew item servable {time.monotonic() - sent:.1f} s after its catalogue record was sent; "
+          f"{first.wait_line('adds 1 new items')}")
 
     assert models.live() == 2 and json.loads((models.model_dir / "2" / wire.ADDED_ITEMS).read_text()) == [new_id]
     assert (models.model_dir / "2" / "model.onnx").stat().st_ino == (models.model_dir / "1" / "model.onnx").stat().st_ino

@@ -92,6 +92,11 @@ class Vocabulary:
         path.write_text(json.dumps(json.loads(self.tokenizer.to_str())))
 
 
+def catalogue_fields(record) -> dict:
+    """What `Vocabulary.item_rows` reads, from a catalogue record (streams.catalog_schema.CatalogItem)."""
+    return {"title": record.title, "categories": list(record.categories), "brand": record.brand}
+
+
 def _attribute_names(record: dict) -> list[str]:
     names = [f"category:{name}" for name in record.get("categories", ())]
     return names + ([f"brand:{record['brand']}"] if record.get("brand") else [])

@@ -129,16 +129,21 @@ def evaluate_live(live: Checkpoint, inputs: Sequence[list[int]], targets: Sequen
 
 
 def fine_tune(live: Checkpoint, histories: Histories, new: dict[str, list[str]],
-              config: FinetuneConfig = FinetuneConfig(), progress: bool = True) -> Result:
-    """Fine-tune a copy of `live` on the new items of each user; `live` itself is left untouched."""
+              config: FinetuneConfig = FinetuneConfig(), progress: bool = True, catalogue: dict | None = None) -> Result:
+    """Fine-tune a copy of `live` on the new items of each user; `live` itself is left untouched.
+    With a text tower, `catalogue` (shop id -> fields for trainer/content.py) gives the items it
+    grows by their content, and its listed items that no event named yet are grown too: the
+    candidate keeps a content vector for every listed item (trainer/new_items.py served them so)."""
     index = grow_index(live.index, new)
+    if catalogue and live.model.text is not None:
+        index.grow(catalogue)
     max_len = live.model.args.max_len
     split = build_split(index, histories, new, max_len, config.rehearsal, config.seed, config.holdout)
     new_items, users, held_out = len(index) - len(live.index), len(new), len(split.test_targets)
     if held_out < max(config.min_users, 1):
         return Result("skipped", None, {}, {}, users, held_out, new_items)
     live_metrics = evaluate_live(live, split.test_inputs, split.test_targets, index.num_ids)
-    candidate = _grown_copy(live, index)
+    candidate = _grown_copy(live, index, catalogue or {})
     torch.manual_seed(config.seed)
     train(candidate, split, _train_config(live, config), progress=progress)
     candidate_metrics = evaluate_model(candidate.model, split.test_inputs, split.test_targets)
@@ -147,10 +152,14 @@ def fine_tune(live: Checkpoint, histories: Histories, new: dict[str, list[str]],
     return Result(outcome, candidate, candidate_metrics, live_metrics, users, held_out, new_items)
 
 
-def _grown_copy(live: Checkpoint, index: ItemIndex) -> Checkpoint:
+def _grown_copy(live: Checkpoint, index: ItemIndex, catalogue: dict) -> Checkpoint:
     model = copy.deepcopy(live.model)
-    model.grow(index.num_ids)
-    return Checkpoint(model, index, dict(live.config), list(live.history), {}, live.data)
+    tokens = None
+    if live.vocabulary is not None:  # an item the catalogue lacks gets a row of padding: no content
+        added = index.to_list()[len(live.index):]
+        tokens = torch.from_numpy(live.vocabulary.item_rows([catalogue.get(item) for item in added]))
+    model.grow(index.num_ids, tokens)
+    return Checkpoint(model, index, dict(live.config), list(live.history), {}, live.data, vocabulary=live.vocabulary)
 
 
 def _train_config(live: Checkpoint, config: FinetuneConfig) -> TrainConfig:

@@ -154,13 +154,22 @@ class FinetuneJob:
         record.window, record.events, record.rejected = window.spans(), len(window.events), window.rejected
         new = user_sequences(read.event for read in window.events)
         result = fine_tune(live, histories(snapshot, window, live.model.args.max_len), new,
-                           self.options.config, self.options.progress)
+                           self.options.config, self.options.progress, self._catalogue(live))
         record.outcome, record.users, record.held_out = result.outcome, result.users, result.held_out
         record.new_items, record.candidate, record.live = result.new_items, result.candidate_metrics, result.live_metrics
         record.committed = result.outcome != "skipped" or window.full  # a full window would not grow
         if result.outcome == "published":
             record.version = self._publish(result.candidate, record)
             kill_point("published")
+
+    def _catalogue(self, live) -> dict | None:
+        """Each listed item's content, for a model with a text tower (trainer/finetune.py)."""
+        if live.model.text is None:
+            return None
+        from streams.catalog_reader import listed_items
+        from trainer.content import catalogue_fields
+
+        return {item: catalogue_fields(record) for item, record in listed_items(self.settings, self.options.progress).items()}
 
     def _publish(self, candidate, record: RunRecord) -> int:
         from serving.rollout import publish

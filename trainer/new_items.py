@@ -73,8 +73,9 @@ def content_vectors(checkpoint, records: list) -> np.ndarray:
 
     if checkpoint.model.text is None or checkpoint.vocabulary is None:
         raise UserError("the checkpoint has no text tower: new items need a model trained with --catalogue")
-    fields = [{"title": r.title, "categories": list(r.categories), "brand": r.brand} for r in records]
-    tokens = torch.from_numpy(checkpoint.vocabulary.item_rows(fields))
+    from trainer.content import catalogue_fields
+
+    tokens = torch.from_numpy(checkpoint.vocabulary.item_rows([catalogue_fields(record) for record in records]))
     with torch.no_grad():
         return checkpoint.model.eval().text(tokens).numpy().astype(np.float32)
 
@@ -144,6 +145,7 @@ class NewItems:
                 ADDED_VECTORS: _npy(np.concatenate([live.vectors.reshape(-1, vectors.shape[1]), vectors]))})
             from serving.rollout import publish_staged
 
+            started = time.monotonic()
             version, serving = publish_staged(self.settings, staging)
         except Exception as exc:  # the follower goes on; the next try comes after RETRY_S
             self.retry_at = time.monotonic() + RETRY_S
@@ -152,7 +154,7 @@ class NewItems:
             return self.say(f"not published, trying again in {RETRY_S:.0f} s: {exc}")
         self.say(f"version {version} (Triton serves {serving}) adds {len(items)} new items to version "
                  f"{live.version} ({len(live.added) + len(items)} added in all), "
-                 f"{time.monotonic() - arrived:.1f} s after the first arrived")
+                 f"{time.monotonic() - arrived:.1f} s after the first arrived ({time.monotonic() - started:.1f} s publishing)")
 
     def checkpoint(self, live: Live):
         """The checkpoint `live` was exported from, loaded once per path."""
