@@ -33,6 +33,7 @@ def record_traffic(worker: WorkerMetrics) -> None:
     worker.recommendations.labels(source="model").inc(45)
     worker.recommendations.labels(source="fallback").inc(5)
     worker.fallbacks.labels(cause="new_user").inc(5)
+    worker.steered.inc(12)
     for seconds in (0.004, 0.012, 0.03):
         worker.latency.observe(seconds)
         worker.triton_latency.observe(seconds / 2)
