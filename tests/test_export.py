@@ -78,3 +78,28 @@ def test_int8_hit_rate_close_to_fp32(tiny_export, test_users):
           for name in (FP32, INT8)}
     assert hr[FP32] > 0.02  # the model learnt something, or the comparison would mean nothing
     assert abs(hr[INT8] - hr[FP32]) <= 0.03 * hr[FP32]
+
+
+def test_text_tower_export_takes_a_query_and_answers_as_torch(tiny_text_export, tiny_text_checkpoint, toys_slice):
+    from tokenizers import Tokenizer
+
+    from serving import wire
+
+    meta = json.loads((tiny_text_export / "export.json").read_text())
+    session = _session(tiny_text_export, FP32)
+    assert [i.name for i in session.get_inputs()] == ["item_ids", "query_ids"]
+    assert [o.name for o in session.get_outputs()] == ["top_ids", "top_scores", "hidden"]
+    checkpoint = Checkpoint.load(tiny_text_checkpoint)
+    _, sequences = data.load(toys_slice, checkpoint.index)
+    inputs = data.leave_one_out(sequences).test_inputs[:300]
+    tokenizer = Tokenizer.from_file(str(tiny_text_export / "tokenizer.json"))
+    queries = ["", "star wars", "wooden puzzle", "barbie doll house"] * 75
+    query_ids = wire.token_rows(tokenizer, queries, meta["query_tokens"])
+    ids = data.left_pad(inputs, 50).numpy()
+    top_ids, _, hidden = session.run(None, {"item_ids": ids, "query_ids": query_ids})
+    with torch.no_grad():
+        expected = checkpoint.model(torch.from_numpy(ids), torch.from_numpy(query_ids)).topk(10).indices.numpy()
+    assert (top_ids[:, :10] == expected).all(axis=1).mean() >= 0.99
+    assert hidden.shape == (300, checkpoint.model.args.hidden)
+    plain = session.run(["top_ids"], {"item_ids": ids, "query_ids": np.zeros_like(query_ids)})[0]
+    assert (plain[1::4, :10] != top_ids[1::4, :10]).any(axis=1).mean() > 0.9  # a query changes the answer
