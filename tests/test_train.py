@@ -81,6 +81,38 @@ def test_train_command_writes_a_self_describing_checkpoint(tmp_path, toys_slice)
     assert len(checkpoint.index) == len({i for line in small.read_text().splitlines() for i in line.split()[1:]})
 
 
+def test_thread_counts_halve_down_to_one_unless_set():
+    from trainer.train import thread_counts
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        assert thread_counts(0) == [4, 2, 1] and thread_counts(3) == [3]
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_epochs_pick_their_thread_count_and_hand_torchs_back(tmp_path, toys_slice):
+    from trainer.config import TrainConfig
+    from trainer.train import fit
+
+    small = tmp_path / "small.txt"
+    small.write_text("".join(toys_slice.read_text().splitlines(keepends=True)[:300]))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        checkpoint = fit(small, TrainConfig(max_epochs=2, hidden=16, batch_size=16), progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+    assert {h["threads"] for h in checkpoint.history} <= {1, 2}
+
+
+def test_negative_threads_is_a_one_line_error(tmp_path, toys_slice, capsys):
+    assert main(["train", "--data", str(toys_slice), "--out", str(tmp_path), "--threads", "-1"]) == 1
+    assert "--threads must be positive" in capsys.readouterr().err
+
+
 def test_eval_command_writes_report_with_baseline_and_plot(tmp_path, tiny_checkpoint, toys_slice):
     out = tmp_path / "report"
     assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(toys_slice), "--out", str(out)]) == 0

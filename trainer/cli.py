@@ -34,7 +34,6 @@ def register(commands, bench):
             {"type": type(f.default), "metavar": f.name.upper()}
         train.add_argument("--" + f.name.replace("_", "-"), dest=f"config_{f.name}", default=f.default,
                            help=f"{f.metadata['doc']} (default {f.default})", **kind)
-    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.set_defaults(handler=_train)
     needs(train, "train")
 
@@ -87,13 +86,11 @@ def register(commands, bench):
 def _train(args: argparse.Namespace, settings) -> int:
     import time
 
-    import torch
-
     from trainer.train import TrainConfig, fit
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = TrainConfig(**{k[len("config_"):]: v for k, v in vars(args).items() if k.startswith("config_")})
+    if config.threads < 0:
+        raise UserError("--threads must be positive, or 0 to pick the fastest count every epoch")
     started = time.monotonic()
     checkpoint = fit(args.data, config, out=args.out)
     minutes = (time.monotonic() - started) / 60

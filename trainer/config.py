@@ -34,6 +34,8 @@ class TrainConfig:
     patience: int = _option(6, "epochs without a better validation NDCG@20 before stopping")
     max_minutes: float = _option(30.0, "wall-time budget; the best weights so far are kept")
     seed: int = _option(0, "random seed (initialisation, shuffling)")
+    threads: int = _option(0, "CPU threads (0: every epoch times a few steps with torch's default and its halvings "
+                              "down to 1 and keeps the fastest; fewer are often far faster on a busy machine)")
     catalogue: str = _option("", "catalogue file (items.tsv or item,title[,categories,brand] CSV): items are also "
                                  "known by their text and a search query steers the answer (empty: ids only)")
     hold_out: float = _option(0.0, "share of items kept out of training entirely and added after it by their "

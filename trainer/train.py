@@ -21,6 +21,7 @@ from trainer.config import TrainConfig
 from trainer.model import NextItemModel
 
 MONITOR = "NDCG@20"
+PROBE_STEPS = 3  # steps each thread count trains, in turn, at the start of every epoch
 
 
 def fit(path: Path | str, config: TrainConfig = TrainConfig(), out: Path | str | None = None,
@@ -53,6 +54,7 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     plateaus = [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max", factor=config.lr_decay, patience=config.lr_patience)
                 for o in optimisers]
     deadline = time.monotonic() + 60.0 * config.max_minutes
+    threads, previous_threads = thread_counts(config.threads), torch.get_num_threads()
     # Scored before the first step, so a fine-tune that only makes things worse hands back the
     # weights it started from (a fresh model's baseline is near zero and is beaten at once).
     best = evaluate_model(model, split.valid_inputs, split.valid_targets)[MONITOR]
@@ -60,11 +62,11 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     bar = tqdm(range(config.max_epochs), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         started, cpu = time.monotonic(), time.process_time()
-        loss = _epoch(model, optimisers, training.batches(config.batch_size, rng), negatives, deadline)
+        loss = _epoch(model, optimisers, training.batches(config.batch_size, rng), negatives, deadline, threads)
         valid = evaluate_model(model, split.valid_inputs, split.valid_targets)
         checkpoint.history.append({"epoch": epoch + 1, "loss": loss, "lr": optimisers[0].param_groups[0]["lr"],
                                    "seconds": time.monotonic() - started,
-                                   "cpu_seconds": time.process_time() - cpu,
+                                   "cpu_seconds": time.process_time() - cpu, "threads": torch.get_num_threads(),
                                    **{f"valid_{k}": v for k, v in valid.items()}})
         bar.set_postfix(loss=f"{loss:.3f}", ndcg20=f"{valid[MONITOR]:.4f}", best=f"{max(best, valid[MONITOR]):.4f}")
         for plateau in plateaus:
@@ -80,6 +82,19 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
             break
     model.load_state_dict(best_state)
     model.eval()
+    torch.set_num_threads(previous_threads)
+
+
+def thread_counts(threads: int) -> list[int]:
+    """The thread counts an epoch may train with: `threads` if set, else torch's default and its halvings
+    down to 1. One thread per core is not always fastest: with the cores shared, each of a step's many
+    small operations waits for its slowest thread (5x slower with 2 threads than 1 on the busy 2-core machine)."""
+    if threads:
+        return [threads]
+    counts = [torch.get_num_threads()]
+    while counts[-1] > 1:
+        counts.append(counts[-1] // 2)
+    return counts
 
 
 def optimisers_for(model: NextItemModel, config: TrainConfig, negatives: int) -> list:
@@ -94,18 +109,29 @@ def optimisers_for(model: NextItemModel, config: TrainConfig, negatives: int) ->
             torch.optim.SparseAdam([table], lr=config.lr)]
 
 
-def _epoch(model: NextItemModel, optimisers: list, batches, negatives: int, deadline: float) -> float:
-    """One pass over the training batches (cut short at the deadline); mean loss."""
+def _epoch(model: NextItemModel, optimisers: list, batches, negatives: int, deadline: float, threads: list[int]) -> float:
+    """One pass over the training batches (cut short at the deadline); mean loss. The first steps try
+    each thread count in turn; the rest of the epoch, and the evaluation after it, use the fastest."""
     model.train()
-    total, count = 0.0, 0
+    batches, losses, took = iter(batches), [], dict.fromkeys(threads, 0.0)
+    for count, (inputs, targets) in zip(threads * PROBE_STEPS if len(threads) > 1 else [], batches):
+        torch.set_num_threads(count)
+        started = time.perf_counter()
+        losses.append(_step(model, optimisers, inputs, targets, negatives))
+        took[count] += time.perf_counter() - started
+    torch.set_num_threads(min(took, key=took.get))
     for inputs, targets in batches:
-        loss = model.loss(inputs, targets, negatives)
-        for optimiser in optimisers:
-            optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        for optimiser in optimisers:
-            optimiser.step()
-        total, count = total + loss.item(), count + 1
+        losses.append(_step(model, optimisers, inputs, targets, negatives))
         if time.monotonic() >= deadline:
             break
-    return total / max(count, 1)
+    return sum(losses) / max(len(losses), 1)
+
+
+def _step(model: NextItemModel, optimisers: list, inputs: torch.Tensor, targets: torch.Tensor, negatives: int) -> float:
+    loss = model.loss(inputs, targets, negatives)
+    for optimiser in optimisers:
+        optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    for optimiser in optimisers:
+        optimiser.step()
+    return loss.item()
