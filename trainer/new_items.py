@@ -127,6 +127,7 @@ class NewItems:
         if self.live is None or self.live.version != version:
             self.live = Live.read(self.models, version)
             self.unknown = {item: record for item, record in self.listed.items() if item not in self.live.known}
+            self.prepare()
         if not self.unknown:
             self.first_seen = None
             return self.say(f"version {version} knows every listed item ({len(self.listed)})")
@@ -134,6 +135,15 @@ class NewItems:
         self.first_seen = self.first_seen or now
         if now - self.first_seen >= self.batch_s and now >= self.retry_at:
             self.publish()
+
+    def prepare(self) -> None:
+        """Load the live version's checkpoint before an item arrives: torch, transformers and the
+        checkpoint take seconds to load, which a new item should not wait for."""
+        try:
+            self.live.check()
+            self.checkpoint(self.live)
+        except UserError as exc:
+            self.say(f"version {self.live.version}: {exc}")
 
     def publish(self) -> None:
         live, arrived = self.live, self.first_seen
