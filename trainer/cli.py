@@ -104,14 +104,19 @@ def _eval(args: argparse.Namespace, settings) -> int:
     from trainer import report
     from trainer.checkpoint import Checkpoint
     from trainer.evaluate import evaluate_checkpoint
+    from trainer.evaluate_search import content_sections
 
     checkpoint = Checkpoint.load(args.checkpoint)
     data = args.data or Path(checkpoint.data)
     results, facts = evaluate_checkpoint(checkpoint, data)
     results.update(report.references_for(data))
-    path = report.write(args.out or args.checkpoint.parent / "report", results, checkpoint.history, facts)
-    for name, metrics in results.items():
-        print(f"{name:<22} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    sections = content_sections(checkpoint, data)
+    path = report.write(args.out or args.checkpoint.parent / "report", results, checkpoint.history, facts, sections)
+    for title, rows in {"": results, **sections}.items():
+        if title:
+            print(title)
+        for name, metrics in rows.items():
+            print(f"{name:<22} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     print(f"wrote {path}")
     return 0
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from trainer import data
+from trainer import corpus, data
 from trainer.checkpoint import Checkpoint
-from trainer.evaluate import evaluate_model
+from trainer.evaluate import evaluate_held_out, evaluate_model
+from trainer.item_index import ItemIndex
 from trainer.config import TrainConfig
 from trainer.model import NextItemModel
 
@@ -28,12 +29,19 @@ def fit(path: Path | str, config: TrainConfig = TrainConfig(), out: Path | str |
         progress: bool = True) -> Checkpoint:
     """Train a fresh model on the data file at `path`; save to `out`/checkpoint.pt if given."""
     torch.manual_seed(config.seed)
-    index, sequences = data.load(path)
-    split = data.leave_one_out(sequences)
-    model = NextItemModel(config.model_args(index.num_ids))
-    checkpoint = Checkpoint(model, index, dataclasses.asdict(config), data=str(path))
+    found = corpus.load(path, config.catalogue or None, config.hold_out, config.seed)
+    vocabulary, split = found.vocabulary, found.split
+    model = NextItemModel(config.model_args(found.trained_ids, vocabulary.size if vocabulary else 0))
+    if vocabulary is not None:
+        model.item_tokens.copy_(found.item_tokens(0, found.trained_ids))
+    trained_index = ItemIndex(found.index.to_list()[:found.trained_ids - 1])
+    checkpoint = Checkpoint(model, trained_index, dataclasses.asdict(config), data=str(path), vocabulary=vocabulary)
     target = Path(out) / "checkpoint.pt" if out is not None else None
     train(checkpoint, split, config, target, progress)
+    if found.held_out:
+        corpus.grow_held_out(model, found)
+        checkpoint.index = found.index
+        checkpoint.metrics["held_out"] = evaluate_held_out(model, found)
     checkpoint.metrics["test"] = evaluate_model(model, split.test_inputs, split.test_targets)
     if target is not None:
         checkpoint.save(target)
