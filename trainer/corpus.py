@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from shopguide.catalogue import item_rows
+from shopguide.errors import UserError
 from trainer import data
 from trainer.content import ITEM_TOKENS, Vocabulary
 from trainer.item_index import ItemIndex
@@ -44,7 +45,10 @@ class Corpus:
 
 
 def load(path: Path | str, catalogue: Path | str | None = None, hold_out: float = 0.0, seed: int = 0) -> Corpus:
+    if not 0.0 <= hold_out < 1.0:
+        raise UserError(f"--hold-out {hold_out}: expected a share of the items, at least 0 and below 1")
     index, sequences = data.load(path)
+
     if hold_out:
         index, sequences = _held_last(index, sequences, hold_out, seed)
     trained = index.num_ids - (round(hold_out * len(index)) if hold_out else 0)

@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from shopguide.errors import UserError
 from trainer import corpus, data
 from trainer.checkpoint import Checkpoint
 from trainer.evaluate import evaluate_held_out, evaluate_model
 from trainer.item_index import ItemIndex
-from trainer.config import TrainConfig
+from trainer.config import FULL_SOFTMAX_MAX_IDS, TrainConfig
 from trainer.model import NextItemModel
 
 MONITOR = "NDCG@20"
@@ -33,6 +34,9 @@ def fit(path: Path | str, config: TrainConfig = TrainConfig(), out: Path | str |
     vocabulary, split = found.vocabulary, found.split
     model = NextItemModel(config.model_args(found.trained_ids, vocabulary.size if vocabulary else 0))
     if vocabulary is not None:
+        if model.draws(config.negatives_for(model.num_ids)):
+            raise UserError(f"--catalogue with {model.num_ids - 1:,} items or --negatives: the text tower needs the "
+                            f"whole-catalogue loss (at most {FULL_SOFTMAX_MAX_IDS - 1:,} items, no --negatives)")
         model.item_tokens.copy_(found.item_tokens(0, found.trained_ids))
     trained_index = ItemIndex(found.index.to_list()[:found.trained_ids - 1])
     checkpoint = Checkpoint(model, trained_index, dataclasses.asdict(config), data=str(path), vocabulary=vocabulary)
