@@ -96,12 +96,13 @@ class NewItems:
         self.said = ""
         self._checkpoint = (None, None)  # (path, Checkpoint) of the last one loaded
 
-    def run(self, stop=lambda: False) -> None:
+    def run(self) -> None:
+        """Until interrupted."""
         from streams.catalog_reader import CatalogReader
 
         reader = CatalogReader(self.settings, self.progress)
         try:
-            while not stop():
+            while True:
                 for item, record in reader.poll(POLL_MS):
                     self.apply(item, record)
                 if reader.caught_up():
@@ -125,7 +126,11 @@ class NewItems:
         if version is None:
             return self.say(f"no model version in {self.models.model_dir} yet")
         if self.live is None or self.live.version != version:
-            self.live = Live.read(self.models, version)
+            try:
+                self.live = Live.read(self.models, version)
+            except (OSError, ValueError) as exc:  # pruned or rolled back meanwhile: asked again at the next poll
+                self.live = None
+                return self.say(f"version {version} cannot be read: {exc}")
             self.unknown = {item: record for item, record in self.listed.items() if item not in self.live.known}
             self.prepare()
         if not self.unknown:
