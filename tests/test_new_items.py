@@ -3,7 +3,8 @@ broker and a Triton serving the tiny model with a text tower. A catalogue record
 model never saw (a twin of a known item: its title with one more word, its categories) makes a
 version derived from the live one, which Triton serves within 60 s; its answers are the graph's
 merged with the added item scored by the hidden state, as ONNX Runtime and the checkpoint compute
-them. A restarted process publishes nothing the live version already has."""
+them. A record that fails validation is skipped and a delisted item is not counted as listed. A
+restarted process publishes nothing the live version already has."""
 import json
 import subprocess
 import sys
@@ -151,9 +152,11 @@ def test_a_new_item_is_served_within_a_minute_and_a_restart_adds_nothing(stack, 
     index = [str(item) for item in json.loads((tiny_text_export / "item_index.json").read_text())]
     for item in index[:CATALOGUED]:
         producer.send(stack.topic_catalog, key=item_key(item), value=encode(CatalogItem(item, records[item]["title"])))
+    producer.send(stack.topic_catalog, key=item_key(index[0]), value=b"not msgpack")  # skipped
+    producer.send(stack.topic_catalog, key=item_key(index[1]), value=None)  # delisted
     producer.flush()
     first = process()
-    first.wait_line(f"version 1 knows every listed item ({CATALOGUED})")
+    first.wait_line(f"version 1 knows every listed item ({CATALOGUED - 1})")
 
     source, new_id = index[0], f"new-{uuid.uuid4().hex[:8]}"
     asks = [([source], ""), ([], records[source]["title"])]  # a viewer of its twin; a search for the twin's title
@@ -181,5 +184,5 @@ def test_a_new_item_is_served_within_a_minute_and_a_restart_adds_nothing(stack, 
 
     first.stop()
     second = process()
-    second.wait_line(f"version 2 knows every listed item ({CATALOGUED + 1})")
+    second.wait_line(f"version 2 knows every listed item ({CATALOGUED})")
     assert models.versions() == [1, 2] and not any("adds" in line for line in second.lines)
