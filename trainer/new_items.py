@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.repository import ModelRepository
+from serving.repository import ModelRepository, export_meta
+from serving.rollout import publish_staged
 from serving.wire import ADDED_ITEMS, ADDED_VECTORS
 from shopguide.config import Settings
 from shopguide.errors import UserError
@@ -59,8 +60,6 @@ class Live:
 
     def check(self) -> None:
         """A version whose graph cannot score added items (no text tower, no hidden output)."""
-        from serving.repository import export_meta
-
         if "hidden_output" not in export_meta(self.directory):
             raise UserError(f"version {self.version} has no text tower (export.json names no hidden_output): "
                             "new items need a model trained with --catalogue")
@@ -71,10 +70,10 @@ def content_vectors(checkpoint, records: list) -> np.ndarray:
     content vector, as the model's text tower reads it."""
     import torch
 
-    if checkpoint.model.text is None or checkpoint.vocabulary is None:
-        raise UserError("the checkpoint has no text tower: new items need a model trained with --catalogue")
     from trainer.content import catalogue_fields
 
+    if checkpoint.model.text is None or checkpoint.vocabulary is None:
+        raise UserError("the checkpoint has no text tower: new items need a model trained with --catalogue")
     tokens = torch.from_numpy(checkpoint.vocabulary.item_rows([catalogue_fields(record) for record in records]))
     with torch.no_grad():
         return checkpoint.model.eval().text(tokens).numpy().astype(np.float32)
@@ -158,8 +157,6 @@ class NewItems:
             staging = self.models.derive(live.version, {
                 ADDED_ITEMS: json.dumps(live.added + items).encode(),
                 ADDED_VECTORS: _npy(np.concatenate([live.vectors.reshape(-1, vectors.shape[1]), vectors]))})
-            from serving.rollout import publish_staged
-
             started = time.monotonic()
             version, serving = publish_staged(self.settings, staging)
         except Exception as exc:  # the follower goes on; the next try comes after RETRY_S
