@@ -12,8 +12,8 @@ import importlib.util
 # The top-level modules of each extra's distributions (tests/test_extras.py keeps this in step
 # with pyproject.toml); found on the path without importing them, which for torch takes seconds.
 EXTRAS = {
-    "train": ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "matplotlib"),
-    "local": ("pytriton", "onnxruntime"),
+    "train": ("torch", "transformers", "tokenizers", "onnx", "onnxscript", "onnxruntime", "matplotlib"),
+    "local": ("pytriton", "onnxruntime", "tokenizers"),
 }
 
 
