@@ -85,11 +85,11 @@ def test_training_queries_come_from_the_target_titles():
     targets = torch.tensor([1, 2, 3, 4] * 250)
     queries, query_only = model.training_queries(targets)
     asked = (queries != PADDING).any(1)
-    assert 0.25 < asked.float().mean() < 0.45  # QUERY_SHARE + UNRELATED_SHARE of 1,000 rows
+    assert 0.1 < asked.float().mean() < 0.2  # QUERY_SHARE + UNRELATED_SHARE of 1,000 rows
     assert ((queries != PADDING).sum(1)[asked] <= 3).all()
     titles = model.item_tokens[:, :TITLE_TOKENS]
     related = [set(queries[n][queries[n] > 0].tolist()) <= set(titles[targets[n]].tolist()) for n in range(1000)]
-    assert sum(related) > 0.8 * asked.sum()  # most queries are words of their own target
+    assert sum(related) > 0.6 * asked.sum()  # most queries are words of their own target
     assert (query_only <= asked).all() and query_only.any()
 
 

@@ -28,8 +28,8 @@ from serving.wire import PADDING
 from trainer.content import ITEM_TOKENS, QUERY_TOKENS, TITLE_TOKENS, TextTower
 
 NEG_INF = -1e9  # finite, so ONNX and quantised graphs stay free of inf arithmetic
-ID_DROPOUT = 0.1      # share of id vectors left out of a training step's item table
-QUERY_SHARE = 0.3     # training rows given a query drawn from their target's title...
+ID_DROPOUT = 0.05     # share of id vectors left out of a training step's item table
+QUERY_SHARE = 0.1     # training rows given a query drawn from their target's title...
 UNRELATED_SHARE = 0.05  # ...or from another row's target
 QUERY_ONLY = 0.1      # share of the queried rows whose history is dropped
 
