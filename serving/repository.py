@@ -215,6 +215,13 @@ def mark_verified(directory: Path, facts: dict) -> None:
     (Path(directory) / VERIFIED).write_text(json.dumps({"verified_at": time.time(), **facts}))
 
 
+def added_items(directory: Path) -> list[str]:
+    """Shop ids of the items added to a version directory after its export (wire.ADDED_ITEMS); none
+    when it has no such file."""
+    path = directory / wire.ADDED_ITEMS
+    return [str(item) for item in json.loads(path.read_text())] if path.exists() else []
+
+
 def export_meta(directory: Path) -> dict:
     """The export.json of an export or a version directory: top_k, max_len and the checkpoint's
     description. Missing or unreadable, it stops the command in one line naming the file."""

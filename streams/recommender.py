@@ -16,8 +16,10 @@ from typing import Sequence
 import msgpack
 
 from serving.client import ServingError, TritonClient
+from serving.repository import ModelRepository
 from shopguide.config import Settings
 from shopguide.metrics import WorkerMetrics
+from streams.added_items import AddedItems
 from streams.agents import SessionUpdate
 from streams.answers import AnswerCache
 from streams.catalog import Catalog
@@ -42,6 +44,7 @@ class Recommender:
         self.client = client or TritonClient(settings.triton_grpc, settings.model_name)
         self.popularity = popularity or Popularity()
         self.catalog = catalog or Catalog()
+        self.added = AddedItems(ModelRepository.from_settings(settings))
         self.cache = AnswerCache(settings.answer_cache)
         self.query_events = settings.query_events
         self.query_ttl_s = settings.query_ttl_s
@@ -61,7 +64,7 @@ class Recommender:
             query = newest[update.key][1] if answer is not None else ""
             if query:
                 self.metrics.steered.inc()
-            items, scores, reasons = self.finalise(update, answer, query)
+            items, scores, reasons = self.finalise(update, answer, query, version)
             await self.send(update, items, scores, reasons, version, source)
 
     def model_inputs(self, updates: Sequence[SessionUpdate]) -> dict:
@@ -104,10 +107,12 @@ class Recommender:
             self.cache.put(asked, answer, version)
         return None
 
-    def finalise(self, update: SessionUpdate, answer, query: str = "") -> tuple[list[str], list[float], list[str | None]]:
+    def finalise(self, update: SessionUpdate, answer, query: str = "",
+                 version: int | None = None) -> tuple[list[str], list[float], list[str | None]]:
         """Nothing this shopper bought nor what the catalogue cannot sell; up to k with popular items.
-        `query` is the search text that steered the model's answer."""
-        return pick(update.session, answer, self.k, self.popularity, self.catalog.unbuyable, query, self.catalog.titles)
+        `query` is the search text that steered the model's answer, `version` the version that gave it."""
+        return pick(update.session, answer, self.k, self.popularity, self.catalog.unbuyable, query, self.catalog.titles,
+                    self.added.of(version))
 
     async def send(self, update: SessionUpdate, items, scores, reasons, version, source: str) -> None:
         emitted = time.time()

@@ -55,7 +55,8 @@ class Triton:
 
 def recommender(client, size=100):
     settings = SimpleNamespace(recommend_k=1, triton_timeout_s=0.1, triton_grpc="127.0.0.1:1", model_name="m",
-                               topic_recommendations="recs", answer_cache=size, query_events=2, query_ttl_s=60.0)
+                               topic_recommendations="recs", answer_cache=size, query_events=2, query_ttl_s=60.0,
+                               model_repository="model_repository")
     return Recommender(settings, outbox=None, metrics=WorkerMetrics(CollectorRegistry()), client=client)
 
 

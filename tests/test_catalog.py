@@ -1,13 +1,17 @@
 """Pure logic of the catalogue: its record schema, what the worker holds of it, what a shopper is
 shown (nothing unbuyable, still k items, a reason each) and the files `catalog load` reads."""
+import json
 from types import SimpleNamespace
 
 import msgpack
 import pytest
 
 from console.cli import main
+from serving.repository import ModelRepository
+from serving.wire import ADDED_ITEMS
 from shopguide.catalogue import item_rows
 from shopguide.errors import UserError
+from streams.added_items import AddedItems
 from streams.catalog import Catalog
 from streams.catalog_schema import CatalogItem, decode, encode
 from streams.events import RejectedEvent
@@ -113,6 +117,28 @@ def test_without_a_steering_query_or_a_shared_word_reasons_are_as_before():
     answer = (["m1", "m2"], [2.0, 1.0])
     assert pick(session(), answer, 2, popular(), {}, "", TITLES)[2] == ["viewed:v2"] * 2
     assert pick(session(items=()), answer, 2, popular(), {}, "the kite", TITLES)[2] == [None, None]
+
+
+def test_items_the_version_knows_by_content_only_say_new_unless_the_query_names_them():
+    answer = (["m1", "m2", "m3"], [3.0, 2.0, 1.0])
+    assert pick(session(), answer, 4, popular("p1"), {}, "", TITLES, {"m2", "m3"})[2] == \
+        ["viewed:v2", "new", "new", "popular"]
+    assert pick(session(), answer, 3, popular(), {}, "car", TITLES, {"m2", "m3"})[2] == ["searched:car", "new", "searched:car"]
+    assert pick(session(items=()), answer, 1, popular(), {}, "", TITLES, {"m1"})[2] == ["new"]
+
+
+def test_added_items_are_read_once_per_answering_version_and_none_when_unreadable(tmp_path):
+    models = ModelRepository(tmp_path)
+    for version, added in ((2, None), (3, ["n1", 7])):
+        (models.model_dir / str(version)).mkdir(parents=True)
+        if added is not None:
+            (models.model_dir / str(version) / ADDED_ITEMS).write_text(json.dumps(added))
+    known = AddedItems(models)
+    assert known.of(3) == {"n1", "7"} and known.of(2) == frozenset() and known.of(None) == frozenset()
+    (models.model_dir / "3" / ADDED_ITEMS).write_text("not json")
+    assert known.of(3) == frozenset() and known.of(9) == frozenset()
+    (models.model_dir / "3" / ADDED_ITEMS).write_text('["n2"]')
+    assert known.of(3) == {"n2"}  # read again once another version answered in between
 
 
 def test_items_tsv_and_a_generic_csv_are_read_with_bad_rows_named(tmp_path):

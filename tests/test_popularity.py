@@ -35,7 +35,8 @@ def test_fill_tops_up_without_repeats_or_exclusions():
 
 def recommender(k=3):
     settings = SimpleNamespace(recommend_k=k, triton_timeout_s=0.1, triton_grpc="127.0.0.1:1", model_name="m",
-                               topic_recommendations="recs", answer_cache=0, query_events=5, query_ttl_s=900.0)
+                               topic_recommendations="recs", answer_cache=0, query_events=5, query_ttl_s=900.0,
+                               model_repository="model_repository")
     popular = Popularity()
     popular.observe(["hot"] * 5 + ["warm"] * 2)
     return Recommender(settings, outbox=None, metrics=None, client=object(), popularity=popular)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.repository import ModelRepository, export_meta
+from serving.repository import ModelRepository, added_items, export_meta
 from serving.rollout import publish_staged
 from serving.wire import ADDED_ITEMS, ADDED_VECTORS
 from shopguide.config import Settings
@@ -53,8 +53,7 @@ class Live:
     def read(cls, models: ModelRepository, version: int) -> "Live":
         directory = models.model_dir / str(version)
         index = [str(item) for item in json.loads((directory / "item_index.json").read_text())]
-        added = [str(item) for item in json.loads((directory / ADDED_ITEMS).read_text())] \
-            if (directory / ADDED_ITEMS).exists() else []
+        added = added_items(directory)
         vectors = np.load(directory / ADDED_VECTORS) if added else np.zeros((0, 0), dtype=np.float32)
         return cls(version, directory, index, added, vectors, frozenset(index + added))
 
