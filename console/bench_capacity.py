@@ -24,11 +24,11 @@ def passthrough_rate(settings: Settings, events: int) -> float:
 
 
 def histories(events: list[tuple], length: int) -> list[tuple]:
-    """Each history the worker would send Triton for `events` ((user, item) pairs; None: a search),
-    in order: the user's newest `length` items after each event that has some."""
+    """Each history the worker would send Triton for `events` ((user, item, query); item None: a
+    search), in order: the user's newest `length` items after each event that has some."""
     held: dict = defaultdict(tuple)
     seen = []
-    for user, item in events:
+    for user, item, _ in events:
         if item is not None:
             held[user] = (held[user] + (item,))[-length:]
         if held[user]:

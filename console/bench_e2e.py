@@ -4,8 +4,10 @@ that rate.
 
 First the parts alone, on the run's broker and Triton: the Faust pass-through agent (events/s)
 and the served model (users/s over the histories this run's events build). Then the pipeline:
-Toys clicks (users interleaved, items the model knows) with a share of searches (events that
-leave a history as it was), offered at fixed rates, fractions of the pass-through rate, from a
+Toys clicks (users interleaved, items the model knows), each preceded with probability
+--search-share by the same user's search for two or three consecutive words of the item's title in
+the Toys catalogue (items.tsv beside the clicks; without it, or for a title of one word, the query
+is "wooden toys"), offered at fixed rates, fractions of the pass-through rate, from a
 storefront process of its own; latency is the recommendation's arrival at a storefront consumer
 minus its event's Kafka timestamp. A stage is sustained when the producer kept the rate, every
 recommendation arrived within the drain time after the last event, and p99 latency stayed under
@@ -23,6 +25,7 @@ import gc
 import itertools
 import multiprocessing
 import os
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -36,7 +39,8 @@ from shopguide.extras import needs
 from console.stack import TOYS
 
 STOREFRONT_LINGER_MS = 5  # a storefront batches its events this long: part of the measured latency
-SEARCH = "wooden toys"  # a search leaves the history, so the model's input, as it was
+SEARCH = "wooden toys"  # the query when the catalogue gives none
+CATALOGUE = "amazon-toys/items.tsv"
 
 
 def register(bench) -> None:
@@ -47,8 +51,8 @@ def register(bench) -> None:
                           "rate (default 0.4 0.55 0.7 0.85 1.0)")
     e2e.add_argument("--rate", type=float,
                      help="offered load of the latency stage (default: half the highest sustained rate)")
-    e2e.add_argument("--searches", type=float, default=0.1,
-                     help="share of the offered events that are searches (default 0.1)")
+    e2e.add_argument("--search-share", type=float, default=0.1,
+                     help="probability that a click is preceded by a search for words of its item's title (default 0.1)")
     e2e.add_argument("--seconds", type=float, default=10.0, help="length of each stage (default 10 s)")
     e2e.add_argument("--warmup", type=float, default=5.0,
                      help="unreported seconds at the first step's rate: connections, metadata, caches (default 5)")
@@ -79,6 +83,7 @@ class Stage:
     fallbacks: int  # answered from popularity, not the model
     max_p99_s: float
     inferred: float = float("nan")  # histories sent to Triton per event: the rest reused an answer
+    steered: float = float("nan")  # model answers a query steered, per event
 
     def percentile(self, q: float, of: str = "latencies") -> float:
         return percentile(getattr(self, of), q) * 1000
@@ -94,15 +99,16 @@ def run(args, settings: Settings) -> int:
     from console.stack import local_stack
     from streams.topics import own_pipeline
 
-    if not 0 <= args.searches < 1:
-        raise UserError(f"--searches {args.searches:g}: expected a share from 0 to below 1")
+    if not 0 <= args.search_share < 1:
+        raise UserError(f"--search-share {args.search_share:g}: expected a probability from 0 to below 1")
     if min(args.steps + [args.seconds, args.passthrough_events, args.triton_batch, args.triton_concurrency]) <= 0:
         raise UserError("--steps, --seconds, --passthrough-events, --triton-batch and --triton-concurrency must be positive")
     clicks = itertools.cycle([(i.user, i.item) for i in read(settings.data_dir / TOYS)])
     settings = own_pipeline(settings, f"bench-{uuid.uuid4().hex[:8]}")
     with local_stack(settings, args.train_minutes) as worker:
         try:
-            result = _measure(args, settings, worker, _with_searches(clicks, args.searches))
+            events = _with_searches(clicks, args.search_share, _titles(settings, args.search_share))
+            result = _measure(args, settings, worker, events)
         finally:
             worker.stop()
             _drop_pipeline(settings)
@@ -121,7 +127,8 @@ def _measure(args, settings: Settings, worker, events):
     planned = list(itertools.islice(events, int((sum(rates) + max(rates)) * args.seconds)))
     triton = triton_rate(settings, histories(planned, settings.session_length), args.triton_batch, args.seconds,
                          args.triton_concurrency)
-    print(f"capacities: pass-through {passthrough:,.0f} events/s, Triton {triton['users_per_s']:,.0f} users/s")
+    print(f"capacities: pass-through {passthrough:,.0f} events/s, Triton {triton['users_per_s']:,.0f} users/s; "
+          f"the served version {'reads' if _reads_queries(settings) else 'ignores (no text tower)'} the queries")
     events = itertools.chain(planned, events)
     watcher = RecommendationWatcher(settings).start()
     # The watcher keeps every record; full collections over them paused its thread for up to
@@ -161,13 +168,37 @@ def _profiled(directory: Path | None, settings: Settings, worker, seconds: float
     return StageProfile(parts, directory, seconds)
 
 
-def _with_searches(clicks, share: float):
-    """`clicks`, with a search by the same user (item None) after about `share` of all events."""
-    every = round(1 / share) - 1 if share > 0 else 0
-    for n, (user, item) in enumerate(clicks, start=1):
-        yield user, item
-        if every and n % every == 0:
-            yield user, None
+def _titles(settings: Settings, share: float) -> dict[str, str]:
+    """The Toys catalogue's titles, for the searches' queries; none (and a line saying so) without it."""
+    from shopguide.catalogue import read_titles
+
+    path = settings.data_dir / CATALOGUE
+    if share and not path.exists():
+        print(f"no catalogue at {path}: every search asks {SEARCH!r}")
+        return {}
+    return read_titles(path) if share else {}
+
+
+def _with_searches(clicks, share: float, titles: dict[str, str], seed: int = 0):
+    """(user, item, None) per click of `clicks` ((user, item) pairs), each preceded with probability
+    `share` by the user's search (user, None, query): words of the item's title, else SEARCH."""
+    from shopguide.catalogue import simulated_query
+
+    rng = random.Random(seed)
+    for user, item in clicks:
+        if share and rng.random() < share:
+            yield user, None, simulated_query(titles.get(str(item), ""), rng) or SEARCH
+        yield user, item, None
+
+
+def _reads_queries(settings: Settings) -> bool:
+    """Whether the live version has a text tower (export.json query_tokens): without one, queries
+    are sent and counted as steering but change nothing."""
+    from serving.repository import ModelRepository, export_meta
+
+    models = ModelRepository.from_settings(settings)
+    live = models.live()
+    return live is not None and "query_tokens" in export_meta(models.model_dir / str(live))
 
 
 def _drop_pipeline(settings: Settings) -> None:
@@ -199,8 +230,8 @@ def _stage(settings, watcher, events, rate: float, seconds: float, drain: float,
           f"p99 {stage.percentile(0.99):,.0f} ms")
     watcher.wait_for(first + count, 60)  # let a backlog clear before the next stage
     _settle(worker)
-    inferred, consumed = (after - earlier for after, earlier in zip(_work(worker), before))
-    stage.inferred = inferred / max(consumed, 1)
+    inferred, consumed, steered = (after - earlier for after, earlier in zip(_work(worker), before))
+    stage.inferred, stage.steered = inferred / max(consumed, 1), steered / max(consumed, 1)
     return stage
 
 
@@ -216,16 +247,16 @@ def _settle(worker, timeout_s: float = 60.0) -> None:
     print(f"  the worker still lags after {timeout_s:.0f} s: the next stage starts behind")
 
 
-def _work(worker) -> tuple[float, float]:
-    """Histories the worker sent Triton, events it consumed: so far."""
+def _work(worker) -> tuple[float, float, float]:
+    """Histories the worker sent Triton, events it consumed, model answers a query steered: so far."""
     samples = worker.samples()
-    return (sum(s.value for s in samples if s.name == "shopguide_triton_batch_size_sum"),
-            sum(s.value for s in samples if s.name == "shopguide_events_consumed_total"))
+    return tuple(sum(s.value for s in samples if s.name == name) for name in (
+        "shopguide_triton_batch_size_sum", "shopguide_events_consumed_total", "shopguide_recommendations_steered_total"))
 
 
 def offer(settings: Settings, clicks: list[tuple], rate: float) -> float:
-    """Send `clicks` ((user, item) pairs; item None: a search) at `rate` per second from a
-    storefront process of its own; returns the rate it achieved."""
+    """Send `clicks` ((user, item, query): a click when item is not None, else a search) at `rate`
+    per second from a storefront process of its own; returns the rate it achieved."""
     context = multiprocessing.get_context("spawn")
     result = context.Queue()
     storefront = context.Process(target=_offer, args=(settings, clicks, rate, result))
@@ -244,12 +275,12 @@ def _offer(settings: Settings, clicks: list[tuple], rate: float, result) -> None
     for topic in settings.event_topics:
         producer.partitions_for(topic)  # metadata now, not inside the timed loop
     start = time.monotonic()
-    for n, (user, item) in enumerate(clicks):
+    for n, (user, item, query) in enumerate(clicks):
         delay = start + n / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
         event = Event("click", user, user, time.time(), items=(item,)) if item is not None else \
-            Event("search", user, user, time.time(), query=SEARCH)
+            Event("search", user, user, time.time(), query=query)
         publish(producer, settings, event)
     producer.flush()
     result.put(len(clicks) / (time.monotonic() - start))
@@ -258,12 +289,12 @@ def _offer(settings: Settings, clicks: list[tuple], rate: float, result) -> None
 
 def _print(capacities: dict, latency: Stage, stages: list[Stage], profile) -> None:
     print(f"\n{'target/s':>9} {'offered/s':>10} {'answered':>13} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
-          f"  {'in worker p50/p99':>17} {'fallbacks':>9} {'inferred':>8}  sustained")
+          f"  {'in worker p50/p99':>17} {'fallbacks':>9} {'inferred':>8} {'steered':>7}  sustained")
     for s in [*stages, latency]:
         print(f"{s.target:>9,.0f} {s.offered:>10,.0f} {s.received:>6,}/{s.sent:<6,} {s.percentile(0.5):>8,.1f} "
               f"{s.percentile(0.95):>8,.1f} {s.percentile(0.99):>8,.1f}  "
               f"{s.percentile(0.5, 'in_worker'):>8,.1f}/{s.percentile(0.99, 'in_worker'):<8,.1f} {s.fallbacks:>9,} "
-              f"{s.inferred:>8.2f}  {'yes' if s.sustained else 'no'}")
+              f"{s.inferred:>8.2f} {s.steered:>7.2f}  {'yes' if s.sustained else 'no'}")
     passthrough, triton = capacities["passthrough"], capacities["triton"]
     best = max((s.target for s in stages if s.sustained), default=0.0)
     print(f"\ncapacities in this run: Faust pass-through {passthrough:,.0f} events/s; Triton "

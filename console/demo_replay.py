@@ -57,14 +57,14 @@ def version_of(record: dict) -> str:
 
 
 def interleave(shoppers: list[Shopper]):
-    """(user, item) clicks in time order: round k holds every shopper's k-th view (ends aligned:
-    everyone's last view falls in the last round)."""
+    """(user, item, None) clicks in time order (bench e2e's `offer` events): round k holds every
+    shopper's k-th view (ends aligned: everyone's last view falls in the last round)."""
     rounds = max(len(s.viewed) for s in shoppers)
     for k in range(rounds):
         for shopper in shoppers:
             position = k - (rounds - len(shopper.viewed))
             if position >= 0:
-                yield shopper.user, shopper.viewed[position]
+                yield shopper.user, shopper.viewed[position], None
 
 
 def replay_pass(settings, watcher, shoppers: list[Shopper], rate: float, number: int) -> Pass:
@@ -98,5 +98,5 @@ def last_answers(shoppers: list[Shopper], records: list[dict]) -> dict[str, dict
 def replay_popularity(shoppers: list[Shopper]) -> list[str]:
     """The 10 items viewed most in the pass: what popularity shows in its last round, where every
     shopper's last view falls (its counts differ from the pass's by at most that round's views)."""
-    counts = Counter(item for _, item in interleave(shoppers))
+    counts = Counter(item for _, item, _ in interleave(shoppers))
     return [item for item, _ in counts.most_common(TOP)]

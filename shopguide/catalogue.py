@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import csv
+import random
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,16 @@ def read_titles(path: Path | str) -> dict[str, str]:
     if bad is not None:
         raise UserError(f"{path}:{bad}: expected at least {column + 1} fields")
     return {row[0].strip(): row[column].strip() for row in body}
+
+
+def simulated_query(title: str, rng: random.Random) -> str | None:
+    """Two or three consecutive words of the title; None when it has fewer than two."""
+    words = title.split()
+    if len(words) < 2:
+        return None
+    span = min(len(words), rng.choice((2, 3)))
+    start = rng.randrange(len(words) - span + 1)
+    return " ".join(words[start:start + span])
 
 
 def title(titles: dict[str, str], item, width: int = 40) -> str:

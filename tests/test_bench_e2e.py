@@ -3,20 +3,25 @@ split of profile samples into the pipeline's parts."""
 import itertools
 
 from console.bench_capacity import histories
-from console.bench_e2e import _with_searches
+from console.bench_e2e import SEARCH, _with_searches
 from console.bench_profile import WORKER_PARTS, split_samples
 
 
-def test_searches_follow_their_users_click_at_the_share_asked():
-    clicks = [(f"u{n}", f"i{n}") for n in range(90)]
-    events = list(_with_searches(iter(clicks), 0.1))
-    searches = [n for n, (_, item) in enumerate(events) if item is None]
-    assert len(searches) == 10 and all(events[n - 1][0] == events[n][0] for n in searches)
-    assert list(_with_searches(iter(clicks), 0.0)) == clicks
+def test_a_search_for_words_of_its_items_title_precedes_a_click_at_the_probability_asked():
+    clicks = [(f"u{n}", f"i{n}") for n in range(2000)]
+    titles = {f"i{n}": f"wooden pull along duck {n}" for n in range(0, 2000, 2)}
+    events = list(_with_searches(iter(clicks), 0.1, titles))
+    searches = [n for n, (_, item, _) in enumerate(events) if item is None]
+    assert 150 < len(searches) < 250 and len(events) == 2000 + len(searches)
+    for n in searches:
+        (user, _, query), (next_user, item, _) = events[n], events[n + 1]
+        assert user == next_user and item is not None
+        assert query in titles[item] and 2 <= len(query.split()) <= 3 if item in titles else query == SEARCH
+    assert list(_with_searches(iter(clicks), 0.0, titles)) == [(user, item, None) for user, item in clicks]
 
 
 def test_histories_are_what_the_worker_sends():
-    events = [("a", 1), ("b", 2), ("a", None), ("a", 3), ("a", 4), ("c", None)]
+    events = [("a", 1, None), ("b", 2, None), ("a", None, "q"), ("a", 3, None), ("a", 4, None), ("c", None, "q")]
     assert histories(events, 2) == [(1,), (2,), (1,), (1, 3), (3, 4)]  # c has no items: popularity answers
 
 

@@ -23,7 +23,7 @@ def record(user, event_time, items, version=1):
 
 def test_interleave_aligns_every_shoppers_last_view_in_the_last_round():
     clicks = list(interleave([shopper("a", "a1", "a2", "a3"), shopper("b", "b1")]))
-    assert clicks == [("a", "a1"), ("a", "a2"), ("a", "a3"), ("b", "b1")]
+    assert clicks == [("a", "a1", None), ("a", "a2", None), ("a", "a3", None), ("b", "b1", None)]
 
 
 def test_draw_holds_back_each_shoppers_last_item_and_keeps_the_newest_views():

@@ -20,20 +20,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from shopguide.catalogue import simulated_query
 from trainer.data import left_pad
 from trainer.evaluate import evaluate_scorer
 
 WAYS = ("history only", "history + query", "history + unrelated query", "query only")
-
-
-def simulated_query(title: str, rng: random.Random) -> str | None:
-    """Two or three consecutive words of the title; None when it has fewer than two."""
-    words = title.split()
-    if len(words) < 2:
-        return None
-    span = min(len(words), rng.choice((2, 3)))
-    start = rng.randrange(len(words) - span + 1)
-    return " ".join(words[start:start + span])
 
 
 def evaluate_search(model, vocabulary, inputs: Sequence[list[int]], targets: Sequence[int],
