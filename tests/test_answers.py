@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from prometheus_client import CollectorRegistry
 
 from serving.client import ServingError
+from serving.wire import ADDED_ITEMS
 from shopguide.metrics import WorkerMetrics
 from streams.answers import CONFIRM_S, AnswerCache
 from streams.events import Event
@@ -53,10 +54,10 @@ class Triton:
         return [([str(items[-1] if items else query)], [1.0]) for items, query in zip(sessions, queries)], self.version
 
 
-def recommender(client, size=100):
+def recommender(client, size=100, repository="model_repository"):
     settings = SimpleNamespace(recommend_k=1, triton_timeout_s=0.1, triton_grpc="127.0.0.1:1", model_name="m",
                                topic_recommendations="recs", answer_cache=size, query_events=2, query_ttl_s=60.0,
-                               model_repository="model_repository")
+                               model_repository=repository)
     return Recommender(settings, outbox=None, metrics=WorkerMetrics(CollectorRegistry()), client=client)
 
 
@@ -131,3 +132,11 @@ def test_a_query_steers_the_next_events_then_the_history_alone_answers():
     for later, query in [(0, "kite"), (2, "kite"), (3, "")]:
         ask(model, update("a", session=searched("kite", 1, later=later)))
         assert triton.queries[-1] == [query]
+
+
+def test_an_item_the_answering_version_added_by_content_says_new(tmp_path):
+    (tmp_path / "m" / "2").mkdir(parents=True)
+    (tmp_path / "m" / "2" / ADDED_ITEMS).write_text('["3"]')
+    model = recommender(Triton(), repository=tmp_path)
+    assert model.finalise(update("a", 1), (["3"], [1.0]), "", 2) == (["3"], [1.0], ["new"])
+    assert model.finalise(update("a", 1), (["3"], [1.0]), "", 1) == (["3"], [1.0], ["viewed:1"])  # version 1 added none
