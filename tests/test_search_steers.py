@@ -2,12 +2,10 @@
 broker, worker and Triton: the answer to a search is what Triton answers for the history and the
 query, not the history's own answer. (A version without a tower answering a call with a query:
 tests/test_client.py.)"""
-import asyncio
 import json
 
 import pytest
 
-from serving.client import TritonClient
 from serving.rollout import publish
 from serving.triton import LocalTriton
 from streams.catalog_load import load
@@ -15,7 +13,7 @@ from streams.picks import words
 from tests.fixtures.tiny_model import toys_file
 from tests.fixtures.triton import triton_settings
 from tests.fixtures.worker import all_partitions, wait_for
-from tests.test_query_serving import Shopper
+from tests.test_query_serving import Shopper, recommend
 
 pytestmark = [pytest.mark.kafka, pytest.mark.triton]
 
@@ -34,13 +32,7 @@ def tower_triton(tmp_path_factory, tiny_text_export):
 
 
 def ask(url, sessions, queries):
-    async def call():
-        client = TritonClient(url)
-        try:
-            return (await client.recommend(sessions, 10.0, queries))[0]
-        finally:
-            await client.close()
-    return [items for items, _ in asyncio.run(call())]
+    return [items for items, _ in recommend(url, sessions, queries)]
 
 
 def titles() -> dict[str, str]:

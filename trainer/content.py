@@ -14,7 +14,6 @@ left out of the item's row).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -89,7 +88,7 @@ class Vocabulary:
         return cls(Tokenizer.from_str(payload["tokenizer"]), dict(payload["attributes"]))
 
     def save_tokenizer(self, path) -> None:
-        path.write_text(json.dumps(json.loads(self.tokenizer.to_str())))
+        self.tokenizer.save(str(path))
 
 
 def catalogue_fields(record) -> dict:
