@@ -16,12 +16,14 @@ model published before Triton ever ran) serves its newest version.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,7 @@ SHARED_FILES = ("model.onnx", *EXPORT_FILES, "tokenizer.json", "checkpoint.pt")
 RETIRED = "retired"
 VERIFIED = "verified.json"
 STAGING = ".publish-"
+PUBLISH_LOCK = ".publishing.lock"
 POLICY = re.compile(r"^version_policy:.*$", re.MULTILINE)
 LATEST = "version_policy: { latest: { num_versions: 1 } }"
 
@@ -106,6 +109,19 @@ class ModelRepository:
         for name in TEMPLATE_FILES:
             if not (self.model_dir / name).exists():
                 shutil.copy2(Path(template) / name, self.model_dir / name)
+
+    @contextmanager
+    def publishing(self):
+        """Held from staging a version until Triton serves it, and while rolling back or recovering:
+        the fine-tune job and `shopguide new-items` share this repository and Triton's one probe
+        model, and a recovery must not remove another process's staging directory. The lock is
+        the kernel's (flock), so a killed holder releases it."""
+        if not self.model_dir.is_dir():  # nothing there yet to publish over, nor to recover
+            yield
+            return
+        with open(self.model_dir / PUBLISH_LOCK, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
 
     def publish(self, export_dir: Path, keep: int | None = 3, int8: bool = False) -> int:
         """Add the export as the newest version; returns its number. Keeps the newest `keep` (None: all)."""

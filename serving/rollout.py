@@ -27,13 +27,15 @@ from shopguide.process import kill_point
 def publish(settings: Settings, export_dir: Path, int8: bool = False) -> tuple[int, int | None]:
     """(the published version, the version Triton serves now, or None if Triton is not running)."""
     models = ModelRepository.from_settings(settings)
-    if not _running(settings):
-        return _publish_unverified(settings, models, export_dir, int8), None
-    return publish_staged(settings, models.stage(export_dir, int8))
+    with models.publishing():
+        if not _running(settings):
+            return _publish_unverified(settings, models, export_dir, int8), None
+        return publish_staged(settings, models.stage(export_dir, int8))
 
 
 def publish_staged(settings: Settings, staging: Path) -> tuple[int, int | None]:
-    """`publish` of a staging directory (ModelRepository.stage or derive), which it consumes."""
+    """`publish` of a staging directory (ModelRepository.stage or derive), which it consumes; the
+    caller holds ModelRepository.publishing from before it staged."""
     from serving.probe import verify
 
     models = ModelRepository.from_settings(settings)
@@ -51,8 +53,9 @@ def publish_staged(settings: Settings, staging: Path) -> tuple[int, int | None]:
 
 def rollback(settings: Settings) -> tuple[int, int | None]:
     """(the version that is live again, the version Triton serves now, or None if not running)."""
-    version = ModelRepository.from_settings(settings).rollback()
-    return version, serve(settings)
+    models = ModelRepository.from_settings(settings)
+    with models.publishing():
+        return models.rollback(), serve(settings)
 
 
 def serve(settings: Settings) -> int | None:
@@ -80,9 +83,14 @@ def serve(settings: Settings) -> int | None:
 def recover(settings: Settings) -> list[str]:
     """Tidy up after a killed publish: staging directories removed, a probe model unloaded,
     versions newer than the live one retired, Triton serving the live version. What it did."""
+    models = ModelRepository.from_settings(settings)
+    with models.publishing():
+        return _recover(settings, models)
+
+
+def _recover(settings: Settings, models: ModelRepository) -> list[str]:
     from serving.probe import unload
 
-    models = ModelRepository.from_settings(settings)
     done = [f"removed {path.name}" for path in models.clean()]
     if not models.versions():
         return done

@@ -4,7 +4,8 @@ model never saw (a twin of a known item: its title with one more word, its categ
 version derived from the live one, which Triton serves within 60 s; its answers are the graph's
 merged with the added item scored by the hidden state, as ONNX Runtime and the checkpoint compute
 them. A record that fails validation is skipped and a delisted item is not counted as listed. A
-restarted process publishes nothing the live version already has."""
+restarted process removes what a killed publish left and publishes nothing the live version
+already has."""
 import json
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import torch
 from tokenizers import Tokenizer
 
 from serving import wire
-from serving.repository import ModelRepository
+from serving.repository import STAGING, ModelRepository
 from serving.rollout import publish
 from serving.triton import LocalTriton
 from shopguide.catalogue import item_rows
@@ -198,6 +199,9 @@ def test_a_new_item_is_served_within_a_minute_and_a_restart_adds_nothing(stack, 
         np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-4)
 
     first.stop()
+    leftover = models.model_dir / f"{STAGING}killed"  # what a publish killed before its rename leaves
+    leftover.mkdir()
     second = process()
     second.wait_line(f"version 2 knows every listed item ({CATALOGUED})")
     assert models.versions() == [1, 2] and not any("adds" in line for line in second.lines)
+    assert not leftover.exists() and second.wait_line(f"recovered: removed {leftover.name}")

@@ -1,5 +1,9 @@
 """Model versions on disk: numbering, atomic publish, keep N, rollback (no Triton needed)."""
 import json
+import signal
+import subprocess
+import sys
+import threading
 
 import pytest
 
@@ -127,3 +131,29 @@ def test_prune_keeps_the_live_version_and_what_is_newer(repository, tmp_path):
 def test_clean_removes_what_a_killed_publish_left(repository, tmp_path):
     staging = repository.stage(fake_export(tmp_path / "export"))
     assert repository.clean() == [staging] and not staging.exists()
+
+
+def test_one_publisher_at_a_time_and_a_killed_one_lets_go(repository, tmp_path):
+    """Two processes sharing the repository (the fine-tune job, `shopguide new-items`): the second
+    waits for the first's lock, and gets it when the first is SIGKILLed mid-publish."""
+    repository.publish(fake_export(tmp_path / "export"))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from serving.repository import ModelRepository\n"
+        f"with ModelRepository({str(repository.root)!r}, 'next_item').publishing():\n"
+        "    print('held', flush=True); time.sleep(600)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        acquired = threading.Event()
+
+        def publish():
+            with repository.publishing():
+                acquired.set()
+        waiter = threading.Thread(target=publish)
+        waiter.start()
+        assert not acquired.wait(timeout=1.0)  # blocked on the holder's lock
+        holder.send_signal(signal.SIGKILL)
+        assert acquired.wait(timeout=10.0)
+        waiter.join()
+    finally:
+        holder.kill()
+        holder.wait()

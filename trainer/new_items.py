@@ -12,8 +12,10 @@ The publish is the normal one (serving/rollout.py): Triton loads it as a probe m
 before it gets a number, then Triton swaps it in while the old version serves. model.py scores the
 added items by the graph's hidden state and merges them into each answer.
 
-It keeps no state of its own: a restarted process reads the catalogue again and adds what the live
-version lacks (nothing, when its last publish went through). A fine-tuned version published
+It keeps no state of its own: a restarted process tidies what a killed publish left (rollout.recover)
+and reads the catalogue again and adds what the live version lacks (nothing, when its last publish
+went through). Publishes hold the repository's lock (ModelRepository.publishing), so this process
+and the fine-tune job never probe or number versions at once. A fine-tuned version published
 meanwhile gets the items its events did not teach it added back the same way. A delisted item
 needs nothing here: the workers' catalogue filter drops it from answers.
 """
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from serving.repository import ModelRepository, added_items, export_meta
-from serving.rollout import publish_staged
+from serving.rollout import publish_staged, recover
 from serving.wire import ADDED_ITEMS, ADDED_VECTORS
 from shopguide.config import Settings
 from shopguide.errors import UserError
@@ -98,6 +100,8 @@ class NewItems:
         """Until interrupted."""
         from streams.catalog_reader import CatalogReader
 
+        for note in recover(self.settings):  # what a killed publish, ours or the fine-tune job's, left
+            self.say(f"recovered: {note}")
         reader = CatalogReader(self.settings, self.progress)
         try:
             while True:
@@ -153,11 +157,14 @@ class NewItems:
         try:
             live.check()
             items, vectors = list(self.unknown), content_vectors(self.checkpoint(live), list(self.unknown.values()))
-            staging = self.models.derive(live.version, {
-                ADDED_ITEMS: json.dumps(live.added + items).encode(),
-                ADDED_VECTORS: _npy(np.concatenate([live.vectors.reshape(-1, vectors.shape[1]), vectors]))})
             started = time.monotonic()
-            version, serving = publish_staged(self.settings, staging)
+            with self.models.publishing():
+                if self.models.live() != live.version:  # a fine-tune published meanwhile: derive from that one
+                    return
+                staging = self.models.derive(live.version, {
+                    ADDED_ITEMS: json.dumps(live.added + items).encode(),
+                    ADDED_VECTORS: _npy(np.concatenate([live.vectors.reshape(-1, vectors.shape[1]), vectors]))})
+                version, serving = publish_staged(self.settings, staging)
         except Exception as exc:  # the follower goes on; the next try comes after RETRY_S
             self.retry_at = time.monotonic() + RETRY_S
             if not isinstance(exc, UserError):
