@@ -11,7 +11,10 @@ at the lowest CPU priority) and the result is rolled out live when validation im
 continue until one has run entirely on it. Each pass prints its live hit rate (the held-back item
 among our top 10) beside popularity's (its 10 most viewed items) and its latency (event to
 arrival at a storefront consumer); the end shows a few shoppers by title, the hit rate per model
-version, the rollout and the latency over the whole replay. Stops what it started.
+version, the rollout and the latency over the whole replay. The models know items by their
+catalogue content, so the end also shows what a search adds: the shoppers of the last pass, had
+each searched two or three words of the title of the item they chose next (a simulated search),
+asked of Triton. Stops what it started.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from shopguide.stats import percentile
 from console.demo_replay import TOP, Shopper
 
 TOYS_CATALOGUE = "amazon-toys/items.tsv"
+SEARCH_BATCH = 256  # simulated searches per Triton call
 
 
 def register(commands) -> None:
@@ -61,7 +65,8 @@ def run(args, settings: Settings) -> int:
     titles = read_titles(settings.data_dir / TOYS_CATALOGUE)
     shoppers = draw(sequences(read(settings.data_dir / TOYS)), args.history, args.seed)
     groups = [shoppers[i:i + args.shoppers] for i in range(0, len(shoppers), args.shoppers)]
-    first_model(settings, settings.data_dir / TOYS, args.train_minutes)
+    catalogue = settings.data_dir / TOYS_CATALOGUE
+    first_model(settings, settings.data_dir / TOYS, args.train_minutes, catalogue if catalogue.is_file() else None)
     better = None
     with local_stack(settings, args.train_minutes):
         if args.better_minutes > 0 and first_is_live(settings):
@@ -71,8 +76,10 @@ def run(args, settings: Settings) -> int:
         finally:
             if better:
                 better.stop()
-    _show(passes[-1], titles, args.show)
+        searched = _searched(settings, passes[-1].shoppers, titles)
+    _show(passes[-1], titles, args.show, searched)
     _summary(passes, better)
+    _search_summary(passes[-1], searched)
     return 0
 
 
@@ -123,7 +130,42 @@ def _last(done, better) -> bool:
     return better.published is None or better.published[1] < done.started
 
 
-def _show(last, titles: dict[str, str], count: int) -> None:
+def _searched(settings: Settings, shoppers: list, titles: dict[str, str]) -> dict[str, tuple[str, list[str]]]:
+    """user -> (query, the live model's items) had each shopper, after their views, searched two or
+    three words of the item they chose next's title: a simulated search (the public data has no
+    query log), asked of Triton directly. Empty when the live model has no text tower."""
+    import asyncio
+    import random
+
+    from serving.client import TritonClient
+    from serving.repository import ModelRepository, export_meta
+    from shopguide.catalogue import simulated_query
+
+    models = ModelRepository.from_settings(settings)
+    live = models.live()
+    if live is None or not export_meta(models.model_dir / str(live)).get("query_tokens"):
+        return {}
+    rng = random.Random(0)
+    asks = {shopper.user: (list(shopper.viewed), simulated_query(titles.get(shopper.next_item, ""), rng))
+            for shopper in shoppers}
+    asks = {user: (viewed, query) for user, (viewed, query) in asks.items() if query}
+
+    rows = list(asks.values())
+
+    async def ask():
+        client, answers = TritonClient(settings.triton_grpc, settings.model_name), []
+        try:
+            for start in range(0, len(rows), SEARCH_BATCH):
+                batch = rows[start:start + SEARCH_BATCH]
+                answers += (await client.recommend([viewed for viewed, _ in batch], 30.0, [query for _, query in batch]))[0]
+            return answers
+        finally:
+            await client.close()
+    answers = asyncio.run(ask()) if rows else []
+    return {user: (query, items) for (user, (_, query)), (items, _) in zip(asks.items(), answers)}
+
+
+def _show(last, titles: dict[str, str], count: int, searched: dict[str, tuple[str, list[str]]]) -> None:
     from shopguide.catalogue import title
 
     answers = last.answers
@@ -136,9 +178,30 @@ def _show(last, titles: dict[str, str], count: int) -> None:
         viewed = " › ".join(title(titles, item, 30) for item in shopper.viewed[-4:])
         print(f"\nshopper {shopper.user} viewed: {viewed}")
         print(f"  we recommended ({version}): " + "; ".join(title(titles, i, 30) for i in answer["items"][:5]) + "; …")
-        rank = answer["items"].index(shopper.next_item) + 1 if shopper.next_item in answer["items"][:TOP] else None
-        verdict = f"in our top {TOP} at {rank}" if rank else f"not in our top {TOP}"
-        print(f"  next they chose: {title(titles, shopper.next_item, 40)} ({verdict})")
+        print(f"  next they chose: {title(titles, shopper.next_item, 40)} ({_verdict(answer['items'], shopper.next_item)})")
+        if shopper.user in searched:
+            query, items = searched[shopper.user]
+            print(f'  had they searched "{query}" (words of that title) first: '
+                  + "; ".join(title(titles, i, 30) for i in items[:5]) + f"; … ({_verdict(items, shopper.next_item)})")
+
+
+def _search_summary(last, searched: dict[str, tuple[str, list[str]]]) -> None:
+    if not searched:
+        print("searches do not steer this model: it was trained without a catalogue")
+        return
+    chosen = {shopper.user: shopper.next_item for shopper in last.shoppers}
+    answers = last.answers
+    users = [user for user in searched if user in answers]
+    with_search = sum(chosen[user] in searched[user][1][:TOP] for user in users) / max(len(users), 1)
+    without = sum(chosen[user] in answers[user]["items"][:TOP] for user in users) / max(len(users), 1)
+    print(f"searches, simulated (each of the {len(users):,} shoppers of the last pass searching two or three words "
+          f"of the title of the item they chose next, asked of Triton after their views): hit rate @{TOP} "
+          f"{with_search:.3f} with the search, {without:.3f} with what we sent after their last view")
+
+
+def _verdict(items: list[str], chosen: str) -> str:
+    rank = items.index(chosen) + 1 if chosen in items[:TOP] else None
+    return f"in our top {TOP} at {rank}" if rank else f"not in our top {TOP}"
 
 
 def _summary(passes: list, better) -> None:

@@ -24,11 +24,12 @@ FIRST, BETTER = "demo-first", "demo-better"  # under HOME/models
 MONITOR = "NDCG@20"  # what training keeps the best weights by (trainer/train.py)
 
 
-def first_model(settings: Settings, data: Path, minutes: float) -> None:
-    """Publish the fast first model when the repository has none (trained now if needed)."""
+def first_model(settings: Settings, data: Path, minutes: float, catalogue: Path | None) -> None:
+    """Publish the fast first model when the repository has none (trained now if needed, with the
+    catalogue's text tower when there is one)."""
     from console.stack import ensure_model
 
-    ensure_model(settings, data, minutes, FIRST)
+    ensure_model(settings, data, minutes, FIRST, catalogue)
 
 
 def first_is_live(settings: Settings) -> bool:

@@ -22,9 +22,11 @@ def local_stack(settings: Settings, train_minutes: float, train_data: Path | Non
         yield started.enter_context(_worker(settings))
 
 
-def ensure_model(settings: Settings, train_data: Path, minutes: float, name: str | None = None) -> None:
+def ensure_model(settings: Settings, train_data: Path, minutes: float, name: str | None = None,
+                 catalogue: Path | None = None) -> None:
     """Publish a model if the repository has none: train one on `train_data` first if
-    HOME/models/`name` (default: the data file's stem) holds no checkpoint yet."""
+    HOME/models/`name` (default: the data file's stem) holds no checkpoint yet; with `catalogue`,
+    one that knows items by their content and is steered by searches."""
     from serving.repository import ModelRepository
 
     models = ModelRepository.from_settings(settings)
@@ -37,7 +39,7 @@ def ensure_model(settings: Settings, train_data: Path, minutes: float, name: str
     out = settings.home / "models" / (name or Path(train_data).stem)
     if not (out / "checkpoint.pt").exists():
         print(f"no model yet: training on {train_data} for at most {minutes:g} min into {out}")
-        fit(train_data, TrainConfig(max_minutes=minutes), out=out)
+        fit(train_data, TrainConfig(max_minutes=minutes, catalogue=str(catalogue or "")), out=out)
     version = models.publish(export(out / "checkpoint.pt", out / "export"))
     print(f"published model version {version} to {models.model_dir}")
 

@@ -1,6 +1,6 @@
 """The demo: its replay and scoring logic (pure), and one whole run on the real broker, Triton and
 worker in which a fast first model answers, a better one trained in the background is rolled out
-live, and no event goes unanswered."""
+live, no event goes unanswered, and the models, trained with the catalogue, answer searches."""
 import argparse
 import re
 import time
@@ -72,9 +72,9 @@ def test_a_fresh_demo_serves_a_fast_model_then_rolls_out_a_better_one(kafka_sett
     settings = kafka_settings(data_dir=tmp_path / "data", model_repository=own.model_repository,
                               triton_grpc=own.triton_grpc, triton_http=own.triton_http,
                               triton_metrics_port=own.triton_metrics_port)
-    # A first model of 0.3 s barely learns: trained on for a minute it improves on validation, even
+    # A first model of 0.3 s barely learns: trained on for two minutes it improves on validation, even
     # at the lowest CPU priority on a busy machine.
-    args = argparse.Namespace(shoppers=40, history=5, rate=100.0, show=2, train_minutes=0.005, better_minutes=1.0,
+    args = argparse.Namespace(shoppers=40, history=5, rate=100.0, show=2, train_minutes=0.005, better_minutes=2.0,
                               page_port=free_port(), seed=0)
     started = time.monotonic()
     assert run(args, settings) == 0
@@ -85,4 +85,6 @@ def test_a_fresh_demo_serves_a_fast_model_then_rolls_out_a_better_one(kafka_sett
     assert re.search(r"^  v2: [0-9.]+ over", out, re.M), out
     assert " 0 events unanswered" in out, out
     assert "we recommended (model v2)" in out
+    assert re.search(r'had they searched ".+" \(words of that title\) first: ', out), out
+    assert re.search(r"searches, simulated \(each of the [\d,]+ shoppers .*\): hit rate @10 [0-9.]+ with the search", out), out
     assert time.monotonic() - started < 600
