@@ -120,6 +120,7 @@ def run(args, settings: Settings) -> int:
 def _measure(args, settings: Settings, worker, events):
     """(capacities, latency stage, every stage, profile): the parts alone, then the pipeline."""
     from console.bench_capacity import histories, passthrough_rate, triton_rate
+    from serving.repository import ModelRepository
     from streams.watch import RecommendationWatcher
 
     passthrough = passthrough_rate(settings, args.passthrough_events)
@@ -127,8 +128,9 @@ def _measure(args, settings: Settings, worker, events):
     planned = list(itertools.islice(events, int((sum(rates) + max(rates)) * args.seconds)))
     triton = triton_rate(settings, histories(planned, settings.session_length), args.triton_batch, args.seconds,
                          args.triton_concurrency)
+    reads = ModelRepository.from_settings(settings).live_reads_queries()
     print(f"capacities: pass-through {passthrough:,.0f} events/s, Triton {triton['users_per_s']:,.0f} users/s; "
-          f"the served version {'reads' if _reads_queries(settings) else 'ignores (no text tower)'} the queries")
+          f"the served version {'reads' if reads else 'ignores (no text tower)'} the queries")
     events = itertools.chain(planned, events)
     watcher = RecommendationWatcher(settings).start()
     # The watcher keeps every record; full collections over them paused its thread for up to
@@ -189,16 +191,6 @@ def _with_searches(clicks, share: float, titles: dict[str, str], seed: int = 0):
         if share and rng.random() < share:
             yield user, None, simulated_query(titles.get(str(item), ""), rng) or SEARCH
         yield user, item, None
-
-
-def _reads_queries(settings: Settings) -> bool:
-    """Whether the live version has a text tower (export.json query_tokens): without one, queries
-    are sent and counted as steering but change nothing."""
-    from serving.repository import ModelRepository, export_meta
-
-    models = ModelRepository.from_settings(settings)
-    live = models.live()
-    return live is not None and "query_tokens" in export_meta(models.model_dir / str(live))
 
 
 def _drop_pipeline(settings: Settings) -> None:

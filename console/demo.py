@@ -138,18 +138,15 @@ def _searched(settings: Settings, shoppers: list, titles: dict[str, str]) -> dic
     import random
 
     from serving.client import TritonClient
-    from serving.repository import ModelRepository, export_meta
+    from serving.repository import ModelRepository
     from shopguide.catalogue import simulated_query
 
-    models = ModelRepository.from_settings(settings)
-    live = models.live()
-    if live is None or not export_meta(models.model_dir / str(live)).get("query_tokens"):
+    if not ModelRepository.from_settings(settings).live_reads_queries():
         return {}
     rng = random.Random(0)
     asks = {shopper.user: (list(shopper.viewed), simulated_query(titles.get(shopper.next_item, ""), rng))
             for shopper in shoppers}
     asks = {user: (viewed, query) for user, (viewed, query) in asks.items() if query}
-
     rows = list(asks.values())
 
     async def ask():

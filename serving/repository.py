@@ -82,6 +82,12 @@ class ModelRepository:
         servable = self.servable()
         return servable[-1] if servable else None
 
+    def live_reads_queries(self) -> bool:
+        """Whether the live version has a text tower (its export.json has query_tokens): without one,
+        a search's query is sent but changes nothing."""
+        live = self.live()
+        return live is not None and "query_tokens" in export_meta(self.model_dir / str(live))
+
     def pinned(self) -> int | None:
         """The version config.pbtxt pins, if it pins one."""
         match = re.search(r"specific:\s*{\s*versions:\s*\[\s*(\d+)\s*\]", self._config_text())
