@@ -80,6 +80,7 @@ def create_app(settings: Settings, recommend: bool = True) -> faust.App:
     # of its events, so state and events move together on a rebalance.
     store = SessionStore(settings.bootstrap_servers, changelog_topic(settings), client_kwargs(settings))
     guard = StallGuard(settings.session_timeout_s, settings.heartbeat_s)
+    faust_internals.check_before_sends(guard.check)
     agent = SessionAgent(settings, store, metrics, sink, outbox, guard)
     app.agent(events, name="sessions")(agent.run)
 

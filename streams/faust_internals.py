@@ -5,15 +5,19 @@ faust-streaming 0.11 and aiokafka 0.14: re-check on upgrades).
   its one-at-a-time buffer that pauses consumption) cost more per message than the send itself.
 - `serve_metrics_only`: drop Faust's built-in pages (/router, /table, the index), leaving the
   pages the app adds.
+- `check_before_sends`: every request the main thread writes to a broker (the producer's sends
+  above all) first asks the stall guard whether the worker may still write.
 - `fetch_in_batches`: Faust builds its consumer with aiokafka's fetch_min_bytes=1, so every
   fetch returns as soon as one record is there; letting the broker wait a few milliseconds for
   more cuts fetch requests (worker and broker CPU) at moderate rates.
 """
 from __future__ import annotations
 
-from typing import Awaitable
+import threading
+from typing import Awaitable, Callable
 
 import faust
+from aiokafka.conn import AIOKafkaConnection
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 
@@ -39,3 +43,19 @@ def fetch_in_batches(min_bytes: int, max_wait_ms: int) -> None:
 
     AIOKafkaConsumerThread._shopguide_create = create
     AIOKafkaConsumerThread._create_worker_consumer = tuned
+
+
+def check_before_sends(check: Callable[[], None]) -> None:
+    """Call `check` before each request written from the main thread (process-wide: one worker app
+    per process). The consumer thread's heartbeats and commits pass unchecked: a busy main loop
+    does not cost the group membership they keep."""
+    send = AIOKafkaConnection.__dict__.get("_shopguide_send", AIOKafkaConnection.send)
+    main = threading.main_thread()
+
+    def checked(connection, request, expect_response=True):
+        if threading.current_thread() is main:
+            check()
+        return send(connection, request, expect_response)
+
+    AIOKafkaConnection._shopguide_send = send
+    AIOKafkaConnection.send = checked

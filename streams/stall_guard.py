@@ -6,10 +6,12 @@ from the last commit. When the paused one resumes, it must not send the sessions
 recommendations of the batch it was in the middle of. Kafka transactions would fence such
 writes at the broker; this guard costs nothing per event instead:
 
-- a ticker notes the loop's progress every TICK_S; the agent calls `check()` before it sends a
-  batch, and the ticker itself checks each gap it sees;
-- SIGCONT (the end of a SIGSTOP) runs the check from a signal handler, which Python calls at the
-  next bytecode of the main thread: before the producer's sender task can flush what it held.
+- a ticker notes the loop's progress every TICK_S and checks each gap it sees;
+- every request the main thread writes to a broker is checked first (streams.faust_internals
+  `check_before_sends`), so the records the producer held when the pause began are never sent;
+- SIGCONT (the end of a SIGSTOP) also runs the check from a signal handler. That alone is not
+  enough: the kernel may hand the signal to the consumer's thread, and then CPython runs the
+  handler only when the main thread next checks for signals, after its loop may have flushed.
 
 A stall longer than the session timeout less one heartbeat interval (the longest the group
 coordinator can have gone without hearing from this worker before it gave the partitions away)
@@ -41,13 +43,16 @@ class StallGuard:
         self.last_tick = time.monotonic()
         signal.signal(signal.SIGCONT, lambda signum, frame: self.check())
         while True:
-            self.check()
+            stalled = self.check()
+            if stalled > self.warn_s + TICK_S:
+                log.warning("event loop stalled for %.1f s", stalled)
             self.last_tick = time.monotonic()
             await asyncio.sleep(TICK_S)
 
-    def check(self) -> None:
+    def check(self) -> float:
+        """Seconds since the loop last ticked; ends the process if that is past the limit."""
         if self.last_tick is None:
-            return
+            return 0.0
         stalled = time.monotonic() - self.last_tick
         if stalled > self.limit_s:
             log.error("worker stalled for %.1f s (limit %.1f s: session timeout less a heartbeat): its "
@@ -55,5 +60,4 @@ class StallGuard:
                       stalled, self.limit_s)
             logging.shutdown()
             os._exit(EXIT_CODE)
-        if stalled > self.warn_s + TICK_S:
-            log.warning("event loop stalled for %.1f s", stalled)
+        return stalled
