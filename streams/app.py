@@ -56,6 +56,7 @@ def create_app(settings: Settings, recommend: bool = True) -> faust.App:
     app = faust.App(settings.worker_id, **config)
     faust_internals.serve_metrics_only(app)
     faust_internals.fetch_in_batches(settings.fetch_min_bytes, FETCH_MAX_WAIT_MS)
+    faust_internals.rewind_uncommitted()
     metrics = WorkerMetrics(CollectorRegistry())
 
     async def send(*record):
