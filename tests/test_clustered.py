@@ -3,6 +3,7 @@ import numpy as np
 import torch
 
 from serving.wire import PADDING
+from trainer.content import QUERY_TOKENS
 from trainer.clustered import ClusteredTopK, cluster, default_clusters
 from trainer.export import TopK, serving_head
 from trainer.model import ModelArgs, NextItemModel
@@ -28,6 +29,22 @@ def test_probing_every_cluster_gives_the_exact_answer():
     pruned_ids, pruned_scores = ClusteredTopK(model, 10, cluster(model.item_embedding.weight, 12), probe=12)(ids)
     torch.testing.assert_close(pruned_scores, exact_scores)
     assert (pruned_ids == exact_ids).all()
+
+
+def test_probing_every_cluster_gives_the_exact_answer_to_a_search_too():
+    torch.manual_seed(0)
+    model = NextItemModel(ModelArgs(num_ids=400, max_len=8, hidden=16, layers=2, heads=2, text_vocab=40))
+    model.item_tokens.random_(1, 40)
+    model = model.eval().serving_copy()
+    ids = torch.tensor([[0, 0, 3, 4], [5, 6, 7, 8], [0, 0, 0, 0]])
+    query = torch.zeros(3, QUERY_TOKENS, dtype=torch.long)
+    query[0, :2], query[2, :3] = torch.tensor([5, 9]), torch.tensor([7, 8, 9])  # searched, none, a query alone
+    exact_ids, exact_scores, exact_hidden = TopK(model, 10)(ids, query)
+    clustered = ClusteredTopK(model, 10, cluster(model.item_embedding.weight, 12), probe=12)
+    pruned_ids, pruned_scores, pruned_hidden = clustered(ids, query)
+    torch.testing.assert_close(pruned_scores, exact_scores)
+    assert (pruned_ids == exact_ids).all()
+    torch.testing.assert_close(pruned_hidden, exact_hidden)
 
 
 def test_pruned_answers_are_real_items_best_first():

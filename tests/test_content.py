@@ -1,4 +1,5 @@
 """The text tower: catalogue tokens, content vectors, queries, and holding items out of training."""
+import math
 import random
 
 import torch
@@ -7,7 +8,7 @@ from serving.wire import PADDING, QUERY_PADDING
 from trainer import corpus, data
 from trainer.content import ATTRIBUTE_TOKENS, ITEM_TOKENS, QUERY_TOKENS, TITLE_TOKENS, Vocabulary
 from trainer.evaluate_search import _unrelated, simulated_query
-from trainer.model import ModelArgs, NextItemModel
+from trainer.model import NEG_INF, QUERY_WEIGHT, ModelArgs, NextItemModel, hedged
 
 RECORDS = [
     {"item": "1", "title": "wooden train set", "categories": ["toys", "trains"]},
@@ -58,6 +59,41 @@ def test_a_query_steers_and_no_query_is_a_row_of_padding():
     steered = model(items, torch.from_numpy(vocabulary.query_rows(["lego fighter"])))
     assert not torch.allclose(steered, plain)
     assert torch.isfinite(model(torch.zeros(1, 1, dtype=torch.long), torch.from_numpy(vocabulary.query_rows(["bear"])))).all()
+
+
+def test_one_pass_reads_the_newest_position_with_and_without_the_query():
+    vocabulary = _vocabulary()
+    model = _model(vocabulary)
+    items = torch.tensor([[0, 0, 1, 3], [2, 4, 1, 3], [0, 0, 0, 0]])
+    query = torch.from_numpy(vocabulary.query_rows(["lego fighter", "", "bear"]))
+    plain, queried = model.encode_searched(items, query)
+    torch.testing.assert_close(plain, model.encode_newest(items), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(queried, model.encode_newest(items, query), rtol=1e-5, atol=1e-5)
+
+
+def test_a_searched_answer_mixes_the_query_in_and_the_rest_keep_their_scores():
+    vocabulary = _vocabulary()
+    model = _model(vocabulary)
+    items = torch.tensor([[0, 1, 3], [0, 1, 3], [0, 0, 0]])
+    query = torch.from_numpy(vocabulary.query_rows(["lego fighter", "", "bear"]))
+    scores = model(items, query)
+    table = model.item_table()
+    with_query = model.score(model.encode_newest(items, query), table)
+    without = model.score(model.encode_newest(items), table)
+    mixture = QUERY_WEIGHT * with_query.softmax(1) + (1 - QUERY_WEIGHT) * without.softmax(1)
+    torch.testing.assert_close(scores[0].softmax(0), mixture[0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(scores[1:], with_query[1:], rtol=1e-5, atol=1e-5)  # no query; a query alone
+    # the queried score bounds the mixed one from below (an item added after export is ranked by it)
+    assert (scores[0, 1:] >= with_query[0, 1:] - 1e-5).all()
+    assert (scores[0, 1:] - with_query[0, 1:]).max() > 0
+
+
+def test_hedging_with_no_odds_is_the_queried_row():
+    queried, plain = torch.tensor([[1.0, 2.0, NEG_INF]]), torch.tensor([[3.0, -1.0, NEG_INF]])
+    torch.testing.assert_close(hedged(queried, plain, torch.tensor([NEG_INF])), queried)
+    even = hedged(queried, plain, torch.tensor([0.0]))
+    torch.testing.assert_close(even.softmax(1), (queried.softmax(1) + plain.softmax(1)) / 2)
+    assert math.isclose(even.logsumexp(1).item(), queried.logsumexp(1).item() + math.log(2), rel_tol=1e-6)
 
 
 def test_the_serving_copy_folds_content_into_the_table_with_the_same_scores():

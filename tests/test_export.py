@@ -103,3 +103,26 @@ def test_text_tower_export_takes_a_query_and_answers_as_torch(tiny_text_export, 
     assert hidden.shape == (300, checkpoint.model.args.hidden)
     plain = session.run(["top_ids"], {"item_ids": ids, "query_ids": np.zeros_like(query_ids)})[0]
     assert (plain[1::4, :10] != top_ids[1::4, :10]).any(axis=1).mean() > 0.9  # a query changes the answer
+
+
+def test_a_clustered_tower_export_probing_every_cluster_answers_as_torch(tiny_text_checkpoint, toys_slice, tmp_path):
+    """The cluster-pruned head takes the same two branches (a run with a query hedges, one without
+    does not); probing every cluster, both must rank as the exact torch model does."""
+    from tokenizers import Tokenizer
+
+    from serving import wire
+    from trainer.export import export
+
+    out = export(tiny_text_checkpoint, tmp_path / "clustered", top_k=10, clusters=4, probe=4)
+    assert json.loads((out / "export.json").read_text())["scoring"]["exact"] is False
+    checkpoint = Checkpoint.load(tiny_text_checkpoint)
+    _, sequences = data.load(toys_slice, checkpoint.index)
+    ids = data.left_pad(data.leave_one_out(sequences).test_inputs[:100], 50).numpy()
+    tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
+    session = _session(out, FP32)
+    for queries in (["star wars", "", "wooden puzzle", "doll"] * 25, [""] * 100):
+        query_ids = wire.token_rows(tokenizer, queries, json.loads((out / "export.json").read_text())["query_tokens"])
+        top_ids = session.run(["top_ids"], {"item_ids": ids, "query_ids": query_ids})[0]
+        with torch.no_grad():
+            expected = checkpoint.model(torch.from_numpy(ids), torch.from_numpy(query_ids)).topk(10).indices.numpy()
+        assert (top_ids == expected).all(axis=1).mean() >= 0.99

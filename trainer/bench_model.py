@@ -74,7 +74,9 @@ def requests(histories: list[list[int]], batch: int, max_len: int, count: int) -
     return calls
 
 
-def measure(name: str, run: Callable, calls: list[np.ndarray], seconds: float) -> Result:
+def measure(name: str, run: Callable, calls: list, seconds: float, batch: int | None = None) -> Result:
+    """run(call) over `calls` in turn for `seconds`; batch: sequences per call (default: the
+    first call's rows, for calls that are id arrays)."""
     for ids in calls[:5]:
         run(ids)  # warm-up: allocations, lazy initialisation
     latencies, started = [], time.perf_counter()
@@ -84,7 +86,7 @@ def measure(name: str, run: Callable, calls: list[np.ndarray], seconds: float) -
         run(ids)
         latencies.append(time.perf_counter() - begin)
     total = sum(latencies)
-    batch = calls[0].shape[0]
+    batch = batch or calls[0].shape[0]
     return Result(name, batch, len(latencies) / total, batch * len(latencies) / total,
                   1000 * statistics.median(latencies), 1000 * float(np.percentile(latencies, 99)), len(latencies))
 

@@ -82,6 +82,20 @@ def register(commands, bench):
     model.set_defaults(handler=_bench_model)
     needs(model, "train")
 
+    search = bench.add_parser(
+        "search", help="the hedged search answer's cost: the served graph against one without the hedge",
+        description="p50 latency per call of the served graph (a run with a query hedges) and of the same model's "
+        "graph without the hedge, on ONNX Runtime, for calls without queries and calls where every row "
+        "searched (real histories, queries of 2-3 words of each target's title), side by side in one run.")
+    search.add_argument("--checkpoint", type=Path, help="checkpoint.pt trained with --catalogue "
+                        "(default HOME/models/toys-text/checkpoint.pt)")
+    search.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="sequences per call (default 1 8 32)")
+    search.add_argument("--seconds", type=float, default=3.0, help="duration per graph, batch and kind (default 3)")
+    search.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    add_home_flag(search)
+    search.set_defaults(handler=_bench_search)
+    needs(search, "train")
+
 
 def _train(args: argparse.Namespace, settings) -> int:
     import time
@@ -137,6 +151,18 @@ def _bench_catalogue(args: argparse.Namespace) -> int:
     if min(args.items) < 2 or args.seconds <= 0 or args.threads < 1:
         raise UserError("--items must be at least 2, --seconds and --threads positive")
     run(args.items, args.threads, args.seconds)
+    return 0
+
+
+def _bench_search(args: argparse.Namespace, settings) -> int:
+    from trainer.bench_search import run
+
+    checkpoint = args.checkpoint or settings.home / "models" / "toys-text" / "checkpoint.pt"
+    if not checkpoint.is_file():
+        raise UserError(f"{checkpoint}: no checkpoint here (shopguide train --catalogue ... --out {checkpoint.parent})")
+    if min(args.batch) < 1 or args.seconds <= 0 or args.threads < 1:
+        raise UserError("--batch, --seconds and --threads must be positive")
+    run(checkpoint, args.batch, args.seconds, args.threads)
     return 0
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 from serving.wire import PADDING
-from trainer.model import NEG_INF, NextItemModel
+from trainer.model import NEG_INF, NextItemModel, hedge_odds, hedged
 
 EXACT_MAX_ITEMS = 200_000  # below this, scoring every item is cheap enough: exact answers
 PROBE = 16
@@ -109,11 +110,34 @@ class ClusteredTopK(nn.Module):
         self.register_buffer("centroids", clustering.centroids)
         self.register_buffer("members", clustering.members)
 
-    def forward(self, item_ids: torch.Tensor, query_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, item_ids: torch.Tensor, query_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        if query_ids is None:
+            hidden = self.model.encode_newest(item_ids)
+            return self._top(hidden @ self.centroids.T, lambda at: at(hidden))
+        return torch.cond((query_ids != PADDING).any(), self._searched, self._plain, (item_ids, query_ids))
+
+    def _searched(self, item_ids: torch.Tensor, query_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A searched row hedges as the exact head does (NextItemModel.searched_scores), over the
+        clusters and then over the candidates: both normalisers are taken over what is scored."""
+        plain, queried = self.model.encode_searched(item_ids, query_ids)
+        odds = hedge_odds(item_ids, query_ids)
+        top_ids, top_scores = self._top(hedged(queried @ self.centroids.T, plain @ self.centroids.T, odds),
+                                         lambda at: hedged(at(queried), at(plain), odds))
+        return top_ids, top_scores, queried.contiguous()
+
+    def _plain(self, item_ids: torch.Tensor, query_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         hidden = self.model.encode_newest(item_ids, query_ids)
-        near = (hidden @ self.centroids.T).topk(self.probe, dim=1).indices
+        return *self._top(hidden @ self.centroids.T, lambda at: at(hidden)), hidden
+
+    def _top(self, centroid_scores: torch.Tensor, score: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top_k of the probe best clusters' items; score(at) scores the candidates, given
+        at(hidden), the dot products [batch, candidates] of a hidden state with them."""
+        near = centroid_scores.topk(self.probe, dim=1).indices
         candidates = self.members[near].flatten(1)
         vectors = self.model.item_embedding(candidates)
-        scores = (vectors @ hidden[:, :, None])[:, :, 0].masked_fill(candidates == PADDING, NEG_INF)
-        top_scores, at = scores.topk(self.top_k, dim=1)
-        return (candidates.gather(1, at), top_scores, hidden) if query_ids is not None else (candidates.gather(1, at), top_scores)
+
+        def at(hidden: torch.Tensor) -> torch.Tensor:
+            return (vectors @ hidden[:, :, None])[:, :, 0].masked_fill(candidates == PADDING, NEG_INF)
+
+        top_scores, where = score(at).topk(self.top_k, dim=1)
+        return candidates.gather(1, where), top_scores

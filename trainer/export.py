@@ -13,8 +13,10 @@ the top_k model ids int64 [batch, top_k] (never padding) and their scores float3
 A model with a text tower takes a second input, the search query's token ids int64
 [batch, query_tokens] (a row of padding: no query), and is exported folded (`NextItemModel.serving_copy`):
 the items' content vectors are part of its item table, so a call runs the tower on the query only.
-It also answers its hidden state float32 [batch, hidden] (GRAPH_HIDDEN), which scores items by a
-dot product with their vectors: items added after export (new in the catalogue) are ranked by it.
+A row with a query and a history is answered by the hedged mixture (`NextItemModel.searched_scores`).
+It also answers its hidden state read with the query, float32 [batch, hidden] (GRAPH_HIDDEN), which
+scores items by a dot product with their vectors: items added after export (new in the catalogue)
+are ranked by it (on a searched row that score is a lower bound of the item's mixed score).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from serving.wire import GRAPH_HIDDEN, GRAPH_INPUT, GRAPH_OUTPUTS, GRAPH_QUERY
+from serving.wire import GRAPH_HIDDEN, GRAPH_INPUT, GRAPH_OUTPUTS, GRAPH_QUERY, PADDING
 from shopguide.process import kill_point
 from trainer.checkpoint import Checkpoint
 from trainer.clustered import PROBE, ClusteredTopK, cluster, default_clusters
@@ -48,9 +50,22 @@ class TopK(nn.Module):
         self.top_k = min(top_k, model.num_ids - 1)  # padding is never among the answers
 
     def forward(self, item_ids: torch.Tensor, query_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        if query_ids is None:
+            top_scores, top_ids = torch.topk(self.model(item_ids), self.top_k, dim=1)
+            return top_ids, top_scores
+        # a call without any query takes the plain branch and pays nothing for the hedge (the
+        # Triton model asks searched and plain rows in separate runs)
+        return torch.cond((query_ids != PADDING).any(), self._searched, self._plain, (item_ids, query_ids))
+
+    def _searched(self, item_ids: torch.Tensor, query_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        scores, hidden = self.model.searched_scores(item_ids, query_ids)
+        top_scores, top_ids = torch.topk(scores, self.top_k, dim=1)
+        return top_ids, top_scores, hidden.contiguous()  # torch.cond's branches agree on layout
+
+    def _plain(self, item_ids: torch.Tensor, query_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         hidden = self.model.encode_newest(item_ids, query_ids)
         top_scores, top_ids = torch.topk(self.model.score(hidden), self.top_k, dim=1)
-        return (top_ids, top_scores, hidden) if query_ids is not None else (top_ids, top_scores)
+        return top_ids, top_scores, hidden
 
 
 def export(checkpoint: Path | str | Checkpoint, out_dir: Path | str, top_k: int = 20, clusters: int | None = None,
