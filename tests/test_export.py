@@ -106,8 +106,8 @@ def test_text_tower_export_takes_a_query_and_answers_as_torch(tiny_text_export, 
 
 
 def test_a_clustered_tower_export_probing_every_cluster_answers_as_torch(tiny_text_checkpoint, toys_slice, tmp_path):
-    """The cluster-pruned head takes the same two branches (a run with a query hedges, one without
-    does not); probing every cluster, both must rank as the exact torch model does."""
+    """The cluster-pruned head hedges searched rows too; probing every cluster, mixed and all-plain
+    runs must rank as the exact torch model does."""
     from tokenizers import Tokenizer
 
     from serving import wire

@@ -114,20 +114,13 @@ class ClusteredTopK(nn.Module):
         if query_ids is None:
             hidden = self.model.encode_newest(item_ids)
             return self._top(hidden @ self.centroids.T, lambda at: at(hidden))
-        return torch.cond((query_ids != PADDING).any(), self._searched, self._plain, (item_ids, query_ids))
-
-    def _searched(self, item_ids: torch.Tensor, query_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """A searched row hedges as the exact head does (NextItemModel.searched_scores), over the
-        clusters and then over the candidates: both normalisers are taken over what is scored."""
+        # a searched row hedges as the exact head does (NextItemModel.searched_scores), over the
+        # clusters and then over the candidates: both normalisers are taken over what is scored
         plain, queried = self.model.encode_searched(item_ids, query_ids)
         odds = hedge_odds(item_ids, query_ids)
         top_ids, top_scores = self._top(hedged(queried @ self.centroids.T, plain @ self.centroids.T, odds),
                                          lambda at: hedged(at(queried), at(plain), odds))
-        return top_ids, top_scores, queried.contiguous()
-
-    def _plain(self, item_ids: torch.Tensor, query_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        hidden = self.model.encode_newest(item_ids, query_ids)
-        return *self._top(hidden @ self.centroids.T, lambda at: at(hidden)), hidden
+        return top_ids, top_scores, queried
 
     def _top(self, centroid_scores: torch.Tensor, score: Callable) -> tuple[torch.Tensor, torch.Tensor]:
         """The top_k of the probe best clusters' items; score(at) scores the candidates, given

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from serving.wire import GRAPH_HIDDEN, GRAPH_INPUT, GRAPH_OUTPUTS, GRAPH_QUERY, PADDING
+from serving.wire import GRAPH_HIDDEN, GRAPH_INPUT, GRAPH_OUTPUTS, GRAPH_QUERY
 from shopguide.process import kill_point
 from trainer.checkpoint import Checkpoint
 from trainer.clustered import PROBE, ClusteredTopK, cluster, default_clusters
@@ -53,18 +53,8 @@ class TopK(nn.Module):
         if query_ids is None:
             top_scores, top_ids = torch.topk(self.model(item_ids), self.top_k, dim=1)
             return top_ids, top_scores
-        # a call without any query takes the plain branch and pays nothing for the hedge (the
-        # Triton model asks searched and plain rows in separate runs)
-        return torch.cond((query_ids != PADDING).any(), self._searched, self._plain, (item_ids, query_ids))
-
-    def _searched(self, item_ids: torch.Tensor, query_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         scores, hidden = self.model.searched_scores(item_ids, query_ids)
         top_scores, top_ids = torch.topk(scores, self.top_k, dim=1)
-        return top_ids, top_scores, hidden.contiguous()  # torch.cond's branches agree on layout
-
-    def _plain(self, item_ids: torch.Tensor, query_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        hidden = self.model.encode_newest(item_ids, query_ids)
-        top_scores, top_ids = torch.topk(self.model.score(hidden), self.top_k, dim=1)
         return top_ids, top_scores, hidden
 
 

@@ -140,7 +140,7 @@ class NextItemModel(nn.Module):
         """The encoder's output at the last `newest` positions [batch, newest, hidden]."""
         *lower, last = self.encoder.layer
         for layer in lower:
-            x = _newest_outputs(layer, x, mask, x.shape[1])
+            x = layer(x, mask)
         return _newest_outputs(last, x, mask, newest)
 
     def score(self, hidden: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,9 +7,8 @@ has tokenizer.json and export.json's query_tokens: the optional QUERY input is t
 to the graph beside the items; other versions ignore QUERY. Such a version may also carry items
 added after its export (wire.ADDED_ITEMS and wire.ADDED_VECTORS, trainer/new_items.py): each row's
 answer is then the best top_k of the graph's and of theirs, scored by the graph's hidden output.
-The whole dynamic batch goes through one ONNX Runtime `session.run` (two when only some of its
-rows carry a query); a request that cannot be read gets an error response of its own, and the
-model never raises out of `execute`.
+The whole dynamic batch goes through one ONNX Runtime `session.run`; a request that cannot be
+read gets an error response of its own, and the model never raises out of `execute`.
 """
 import json
 import sys
@@ -53,25 +52,12 @@ class TritonPythonModel:
         # The first runs of an ORT session allocate and pick kernels; pay that before reporting ready.
         for batch in WARMUP_BATCHES:
             for width in (1, self.max_len):
-                for query in (WARMUP_QUERY, ""):  # both branches of a tower's graph
-                    self._run(np.zeros((batch, width), dtype=np.int64), [query] * batch)
+                self._run(np.zeros((batch, width), dtype=np.int64), [WARMUP_QUERY] * batch)
 
     def _run(self, model_ids, queries):
-        if self.tokenizer is None:
-            return self._ranked({wire.GRAPH_INPUT: model_ids})
-        rows = wire.token_rows(self.tokenizer, queries, self.query_tokens)
-        searched = (rows != wire.QUERY_PADDING).any(axis=1)
-        if searched.all() or not searched.any():
-            return self._ranked({wire.GRAPH_INPUT: model_ids, wire.GRAPH_QUERY: rows})
-        # Searched and plain rows go in separate runs: a run without any query takes the graph's
-        # branch that does not hedge (trainer/export.py), so plain rows never pay for the hedge.
-        parts = [np.flatnonzero(searched), np.flatnonzero(~searched)]
-        answers = [self._ranked({wire.GRAPH_INPUT: model_ids[part], wire.GRAPH_QUERY: rows[part]}) for part in parts]
-        back = np.argsort(np.concatenate(parts))
-        return tuple(np.concatenate(columns)[back] for columns in zip(*answers))
-
-    def _ranked(self, feed):
-        """(shop ids, scores) [rows, top_k] of one graph run, with the added items merged in."""
+        feed = {wire.GRAPH_INPUT: model_ids}
+        if self.tokenizer is not None:
+            feed[wire.GRAPH_QUERY] = wire.token_rows(self.tokenizer, queries, self.query_tokens)
         if self.added_vectors is None:
             top_ids, top_scores = self.session.run(list(wire.GRAPH_OUTPUTS), feed)
         else:
