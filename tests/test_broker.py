@@ -1,21 +1,13 @@
 """The local broker: it serves clients, and a stop and start keeps topics and messages."""
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from shopguide.errors import UserError
 from shopguide.process import free_port
 from streams.broker import LocalBroker
+from tests.fixtures.kafka import read_all
 
 pytestmark = pytest.mark.kafka
-
-
-def _read_all(bootstrap_servers: str, topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest",
-                             consumer_timeout_ms=3000)
-    try:
-        return [record.value for record in consumer]
-    finally:
-        consumer.close()
 
 
 def test_restart_keeps_messages(kafka_broker, unique_name):
@@ -31,7 +23,7 @@ def test_restart_keeps_messages(kafka_broker, unique_name):
     kafka_broker.start(quiet=True)
 
     # unkeyed messages spread over partitions: their order across partitions is not kept
-    assert sorted(_read_all(kafka_broker.bootstrap_servers, topic)) == [b"m0", b"m1", b"m2"]
+    assert sorted(read_all(kafka_broker.bootstrap_servers, topic)) == [b"m0", b"m1", b"m2"]
 
 
 def test_second_start_from_same_home_is_refused(kafka_broker):

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
 
 from streams.stall_guard import EXIT_CODE
+from tests.fixtures.kafka import read_all
 
 pytestmark = pytest.mark.kafka
 
@@ -46,15 +46,6 @@ asyncio.run(main(*sys.argv[1:]))
 """ % {"limit": LIMIT_S, "linger": LINGER_MS}
 
 
-def _records(bootstrap_servers: str, topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest",
-                             consumer_timeout_ms=3000)
-    try:
-        return [record.value for record in consumer]
-    finally:
-        consumer.close()
-
-
 def _start(bootstrap_servers: str, topic: str) -> subprocess.Popen:
     child = subprocess.Popen([sys.executable, "-c", CHILD, bootstrap_servers, topic], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
@@ -79,7 +70,7 @@ def test_a_paused_worker_never_sends_what_it_held(bootstrap_servers, unique_name
     code = child.wait(timeout=30)
     if paused:
         assert code == EXIT_CODE, child.stderr.read()
-        assert _records(bootstrap_servers, topic) == [b"first"]
+        assert read_all(bootstrap_servers, topic) == [b"first"]
     else:
         assert code == 0, child.stderr.read()
-        assert sorted(_records(bootstrap_servers, topic)) == [b"first", b"held"]
+        assert sorted(read_all(bootstrap_servers, topic)) == [b"first", b"held"]

@@ -2,8 +2,8 @@
 
 Two graphs are exported from the same checkpoint into a scratch directory: the served one
 (trainer/export.py: every row hedged) and the one without the hedge (the query added to the newest
-position, one score of the catalogue). Both answer the same calls, one after the other, on ONNX Runtime with the same
-threads: real histories (the data set's test inputs), either without queries or each with a query
+position, one score of the catalogue). Both answer the same calls, one after the other, on ONNX
+Runtime with the same threads: real histories (the data set's test inputs), either without queries or each with a query
 of two or three words of its target's title (as trainer/evaluate_search.py simulates them).
 Prints p50 latency per call and the hedged graph's ratio to the other, per batch size.
 """

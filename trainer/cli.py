@@ -84,7 +84,7 @@ def register(commands, bench):
 
     search = bench.add_parser(
         "search", help="the hedged search answer's cost: the served graph against one without the hedge",
-        description="p50 latency per call of the served graph (a run with a query hedges) and of the same model's "
+        description="p50 latency per call of the served graph (every row hedged) and of the same model's "
         "graph without the hedge, on ONNX Runtime, for calls without queries and calls where every row "
         "searched (real histories, queries of 2-3 words of each target's title), side by side in one run.")
     search.add_argument("--checkpoint", type=Path, help="checkpoint.pt trained with --catalogue "

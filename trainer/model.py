@@ -146,7 +146,7 @@ class NextItemModel(nn.Module):
     def score(self, hidden: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of every model id for each hidden state; padding can never win."""
         scores = hidden @ (self.item_table() if table is None else table).T
-        return scores.masked_fill(torch.arange(scores.shape[-1], device=scores.device) == PADDING, NEG_INF)
+        return scores.index_fill(-1, torch.tensor([PADDING], device=scores.device), NEG_INF)
 
     def forward(self, item_ids: torch.Tensor, query_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Next-item scores [batch, num_ids] after each left-padded sequence (and its search query's
