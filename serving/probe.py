@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from serving.client import infer_inputs, reason
-from serving.wire import ADDED_ITEMS, ADDED_VECTORS, RESPONSE_ITEMS, RESPONSE_SCORES
+from serving.wire import ADDED_ITEMS, ADDED_VECTORS, HISTORY_GRAPH, RESPONSE_ITEMS, RESPONSE_SCORES
 from shopguide.errors import UserError
 
 SUFFIX = "-probe"
 SERVED_FILES = ("model.py", "wire.py", "model.onnx", "item_index.json", "export.json")
-TOWER_FILES = ("tokenizer.json", ADDED_ITEMS, ADDED_VECTORS)  # a version with a text tower (and new items)
+TOWER_FILES = ("tokenizer.json", HISTORY_GRAPH, ADDED_ITEMS, ADDED_VECTORS)  # a version with a text tower (and new items)
 SESSION_ITEMS = 3
 QUERY = "gift for a child"
 LOAD_TIMEOUT_S = 120.0

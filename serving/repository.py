@@ -37,7 +37,7 @@ EXPORT_FILES = ("item_index.json", "export.json")
 # record of the run that made the version.
 OPTIONAL_FILES = ("tokenizer.json", "checkpoint.pt", "finetune.json")
 # What a version derived from another (`derive`: new items added) shares with it.
-SHARED_FILES = ("model.onnx", *EXPORT_FILES, "tokenizer.json", "checkpoint.pt")
+SHARED_FILES = ("model.onnx", wire.HISTORY_GRAPH, *EXPORT_FILES, "tokenizer.json", "checkpoint.pt")
 RETIRED = "retired"
 VERIFIED = "verified.json"
 STAGING = ".publish-"
@@ -281,6 +281,9 @@ def _stage(export_dir: Path, staging: Path, model_code: Path, int8: bool) -> Non
     shutil.copy2(model_code, staging / "model.py")
     shutil.copy2(wire.__file__, staging / "wire.py")
     shutil.copy2(onnx, staging / "model.onnx")
+    history = export_dir / (wire.HISTORY_GRAPH.replace(".onnx", ".int8.onnx") if int8 else wire.HISTORY_GRAPH)
+    if history.exists():  # a text tower's graph for rows without a query
+        shutil.copy2(history, staging / wire.HISTORY_GRAPH)
     for name in EXPORT_FILES:
         shutil.copy2(export_dir / name, staging / name)
     for name in OPTIONAL_FILES:

@@ -30,6 +30,10 @@ QUERY_PADDING = 0                         # the tokenizer's [PAD]
 GRAPH_HIDDEN = "hidden"                   # FP32 [batch, hidden], a third output of the same versions:
                                           # what scores items (score = hidden . item vector), so items
                                           # added after export are ranked beside the graph's own
+# A version with a text tower also carries a graph of its own for rows without a query: GRAPH_INPUT
+# in, GRAPH_OUTPUTS and GRAPH_HIDDEN out, the answer model.onnx gives a row of QUERY_PADDING without
+# the hedge's second reading of the newest position (NextItemModel.searched_scores).
+HISTORY_GRAPH = "history.onnx"
 SHOP_PADDING = b""
 
 # Items added to a version after its export (new in the catalogue, trainer/new_items.py): files in the

@@ -47,6 +47,20 @@ def test_probing_every_cluster_gives_the_exact_answer_to_a_search_too():
     torch.testing.assert_close(pruned_hidden, exact_hidden)
 
 
+def test_a_history_alone_answers_as_an_empty_query_does_in_both_heads():
+    """What a tower version's history graph (no query input) answers: the searched graph's answer
+    to a row without a query, its hidden state included."""
+    torch.manual_seed(0)
+    model = NextItemModel(ModelArgs(num_ids=400, max_len=8, hidden=16, layers=2, heads=2, text_vocab=40))
+    model.item_tokens.random_(1, 40)
+    model = model.eval().serving_copy()
+    ids = torch.tensor([[0, 0, 3, 4], [5, 6, 7, 8], [0, 0, 0, 0]])
+    no_query = torch.zeros(3, QUERY_TOKENS, dtype=torch.long)
+    for head in (TopK(model, 10), ClusteredTopK(model, 10, cluster(model.item_embedding.weight, 12), probe=3)):
+        for alone, searched in zip(head(ids), head(ids, no_query)):
+            torch.testing.assert_close(alone, searched)
+
+
 def test_pruned_answers_are_real_items_best_first():
     model = _model()
     found, scores = ClusteredTopK(model, 10, cluster(model.item_embedding.weight, 12), probe=2)(torch.tensor([[1, 2, 3]]))

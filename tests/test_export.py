@@ -105,6 +105,27 @@ def test_text_tower_export_takes_a_query_and_answers_as_torch(tiny_text_export, 
     assert (plain[1::4, :10] != top_ids[1::4, :10]).any(axis=1).mean() > 0.9  # a query changes the answer
 
 
+def test_a_text_tower_export_answers_rows_without_a_query_from_its_history_graph(tiny_text_export, toys_slice,
+                                                                                  tiny_text_checkpoint):
+    from serving import wire
+    from trainer.export import HISTORY_INT8
+
+    checkpoint = Checkpoint.load(tiny_text_checkpoint)
+    _, sequences = data.load(toys_slice, checkpoint.index)
+    ids = data.left_pad(data.leave_one_out(sequences).test_inputs[:300], 50).numpy()
+    history = _session(tiny_text_export, wire.HISTORY_GRAPH)
+    assert [i.name for i in history.get_inputs()] == ["item_ids"]
+    top_ids, top_scores, hidden = history.run(None, {"item_ids": ids})
+    query_ids = np.zeros((len(ids), json.loads((tiny_text_export / "export.json").read_text())["query_tokens"]), np.int64)
+    searched_ids, searched_scores, searched_hidden = _session(tiny_text_export, FP32).run(
+        None, {"item_ids": ids, "query_ids": query_ids})
+    assert (top_ids[:, :10] == searched_ids[:, :10]).all(axis=1).mean() >= 0.99
+    np.testing.assert_allclose(top_scores, searched_scores, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(hidden, searched_hidden, rtol=1e-4, atol=1e-4)
+    int8 = _session(tiny_text_export, HISTORY_INT8).run(["top_ids"], {"item_ids": ids})[0]
+    assert int8.shape == top_ids.shape and (int8 > 0).all()
+
+
 def test_a_clustered_tower_export_probing_every_cluster_answers_as_torch(tiny_text_checkpoint, toys_slice, tmp_path):
     """The cluster-pruned head hedges searched rows too; probing every cluster, mixed and all-plain
     runs must rank as the exact torch model does."""

@@ -54,6 +54,17 @@ def test_int8_publish_serves_the_quantised_file(repository, tmp_path):
     assert (repository.model_dir / str(version) / "model.onnx").read_text() == "m-int8"
 
 
+@pytest.mark.parametrize("int8", [False, True])
+def test_a_tower_export_brings_its_history_graph_and_a_derived_version_shares_it(repository, tmp_path, int8):
+    export = fake_export(tmp_path / "export", marker="m")
+    (export / "history.onnx").write_text("history")
+    (export / "history.int8.onnx").write_text("history-int8")
+    version = repository.publish(export, int8=int8)
+    assert (repository.model_dir / str(version) / "history.onnx").read_text() == ("history-int8" if int8 else "history")
+    derived = repository.derive(version, {"added_items.json": b"[]"})
+    assert (derived / "history.onnx").read_text() == (repository.model_dir / str(version) / "history.onnx").read_text()
+
+
 def test_an_incomplete_export_is_refused_and_nothing_is_published(repository, tmp_path):
     export = fake_export(tmp_path / "export")
     (export / "item_index.json").unlink()

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from serving.repository import export_meta
-from serving.wire import GRAPH_INPUT, left_pad
+from serving.wire import GRAPH_INPUT, HISTORY_GRAPH, left_pad
 
 
 @dataclass
@@ -35,7 +35,7 @@ def runtimes(checkpoint_path: Path, export_dir: Path, threads: int, top_k: int) 
     import onnxruntime as ort
     import torch
 
-    from trainer.export import FP32, INT8, TopK
+    from trainer.export import FP32, HISTORY_INT8, INT8, TopK
     from trainer.checkpoint import Checkpoint
 
     torch.set_num_threads(threads)
@@ -46,7 +46,9 @@ def runtimes(checkpoint_path: Path, export_dir: Path, threads: int, top_k: int) 
             return head(torch.from_numpy(ids))
 
     found = {"torch eager (CPU)": eager}
-    for name, file in (("ORT fp32 (CPU)", FP32), ("ORT int8 (CPU)", INT8)):
+    # a text tower's export answers calls without a query with its history graph
+    tower = (export_dir / HISTORY_GRAPH).exists()
+    for name, file in (("ORT fp32 (CPU)", HISTORY_GRAPH if tower else FP32), ("ORT int8 (CPU)", HISTORY_INT8 if tower else INT8)):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

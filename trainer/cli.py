@@ -48,7 +48,8 @@ def register(commands, bench):
     export = commands.add_parser(
         "export", help="write the ONNX serving files of a checkpoint",
         description="Write model.onnx (fp32, ONNX Runtime graph-optimised, top-k inside the graph), "
-                    "model.int8.onnx (dynamic int8 quantisation), item_index.json and export.json. "
+                    "model.int8.onnx (dynamic int8 quantisation), item_index.json and export.json; with a text tower "
+                    "also tokenizer.json and history.onnx (and its int8 twin), the graph for rows without a query. "
                     "Tensor names and padding: serving/wire.py.")
     export.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint.pt from `shopguide train`")
     export.add_argument("--out", type=Path, required=True, help="directory for the serving files")
@@ -83,10 +84,11 @@ def register(commands, bench):
     needs(model, "train")
 
     search = bench.add_parser(
-        "search", help="the hedged search answer's cost: the served graph against one without the hedge",
-        description="p50 latency per call of the served graph (every row hedged) and of the same model's "
-        "graph without the hedge, on ONNX Runtime, for calls without queries and calls where every row "
-        "searched (real histories, queries of 2-3 words of each target's title), side by side in one run.")
+        "search", help="the hedged search answer's cost, and what the history graph saves calls without a query",
+        description="p50 latency per call on ONNX Runtime of a tower version's two served graphs (the hedged "
+        "one, for rows with a query; the history graph, for rows without) and of the searched graph without "
+        "the hedge, for calls without queries and calls where every row searched (real histories, queries of "
+        "2-3 words of each target's title), side by side in one run.")
     search.add_argument("--checkpoint", type=Path, help="checkpoint.pt trained with --catalogue "
                         "(default HOME/models/toys-text/checkpoint.pt)")
     search.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="sequences per call (default 1 8 32)")

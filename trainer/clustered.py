@@ -113,7 +113,8 @@ class ClusteredTopK(nn.Module):
     def forward(self, item_ids: torch.Tensor, query_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         if query_ids is None:
             hidden = self.model.encode_newest(item_ids)
-            return self._top(hidden @ self.centroids.T, lambda at: at(hidden))
+            top_ids, top_scores = self._top(hidden @ self.centroids.T, lambda at: at(hidden))
+            return (top_ids, top_scores) if self.model.text is None else (top_ids, top_scores, hidden)
         # a searched row hedges as the exact head does (NextItemModel.searched_scores), over the
         # clusters and then over the candidates: both normalisers are taken over what is scored
         plain, queried = self.model.encode_searched(item_ids, query_ids)

@@ -6,6 +6,7 @@ Writes into out_dir:
 - item_index.json   the model id -> shop id list (position i holds model id i + 1)
 - export.json       top_k, max_len, num_items and the checkpoint's description
 - tokenizer.json    with a text tower: the query tokenizer (export.json "query_tokens" is its width)
+- history.onnx, history.int8.onnx  with a text tower: the graph for rows without a query (below)
 
 Graph I/O (names in serving/wire.py): input int64 [batch, seq_len] (both dynamic, left-padded with
 0; histories longer than max_len are cut to their newest max_len items inside the graph); outputs
@@ -17,6 +18,9 @@ A row with a query and a history is answered by the hedged mixture (`NextItemMod
 It also answers its hidden state read with the query, float32 [batch, hidden] (GRAPH_HIDDEN), which
 scores items by a dot product with their vectors: items added after export (new in the catalogue)
 are ranked by it (on a searched row that score is a lower bound of the item's mixed score).
+Rows without a query, most of them, go to history.onnx (serving/wire.py HISTORY_GRAPH): the same
+answer and hidden state from the history alone, without the hedge's second reading of the newest
+position, which costs 1.3-1.7x per call (`shopguide bench search`).
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from serving.wire import GRAPH_HIDDEN, GRAPH_INPUT, GRAPH_OUTPUTS, GRAPH_QUERY
+from serving.wire import GRAPH_HIDDEN, GRAPH_INPUT, GRAPH_OUTPUTS, GRAPH_QUERY, HISTORY_GRAPH
 from shopguide.process import kill_point
 from trainer.checkpoint import Checkpoint
 from trainer.clustered import PROBE, ClusteredTopK, cluster, default_clusters
@@ -39,6 +43,7 @@ from trainer.model import NextItemModel
 
 FP32 = "model.onnx"
 INT8 = "model.int8.onnx"
+HISTORY_INT8 = HISTORY_GRAPH.replace(".onnx", ".int8.onnx")
 
 
 class TopK(nn.Module):
@@ -51,8 +56,9 @@ class TopK(nn.Module):
 
     def forward(self, item_ids: torch.Tensor, query_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         if query_ids is None:
-            top_scores, top_ids = torch.topk(self.model(item_ids), self.top_k, dim=1)
-            return top_ids, top_scores
+            hidden = self.model.encode_newest(item_ids)
+            top_scores, top_ids = torch.topk(self.model.score(hidden), self.top_k, dim=1)
+            return (top_ids, top_scores) if self.model.text is None else (top_ids, top_scores, hidden)
         scores, hidden = self.model.searched_scores(item_ids, query_ids)
         top_scores, top_ids = torch.topk(scores, self.top_k, dim=1)
         return top_ids, top_scores, hidden
@@ -68,15 +74,19 @@ def export(checkpoint: Path | str | Checkpoint, out_dir: Path | str, top_k: int 
     model = source.model.eval()
     head, scoring = serving_head(model.serving_copy() if model.text is not None else model, top_k, clusters, probe)
     with tempfile.TemporaryDirectory(dir=out) as tmp:  # in out: a killed export leaves nothing elsewhere
-        write_graph(head, out / FP32, Path(tmp))
+        graphs = {FP32: INT8, HISTORY_GRAPH: HISTORY_INT8} if model.text is not None else {FP32: INT8}
+        for fp32 in graphs:
+            write_graph(head, out / fp32, Path(tmp), searched=fp32 == FP32)
         kill_point("export")
         with _quiet():
-            _quantise(out / FP32, out / INT8)
+            for fp32, int8 in graphs.items():
+                _quantise(out / fp32, out / int8)
     source.index.save(out / "item_index.json")
     query = {}
     if model.text is not None:
         source.vocabulary.save_tokenizer(out / "tokenizer.json")
-        query = {"query_tokens": QUERY_TOKENS, "query_input": GRAPH_QUERY, "hidden_output": GRAPH_HIDDEN}
+        query = {"query_tokens": QUERY_TOKENS, "query_input": GRAPH_QUERY, "hidden_output": GRAPH_HIDDEN,
+                 "history_files": {"fp32": HISTORY_GRAPH, "int8": HISTORY_INT8}}
     meta = {"top_k": head.top_k, "max_len": source.model.args.max_len, "num_items": len(source.index),
             "scoring": scoring, "input": GRAPH_INPUT, "outputs": list(GRAPH_OUTPUTS), "files": {"fp32": FP32, "int8": INT8},
             "source": str(checkpoint) if not isinstance(checkpoint, Checkpoint) else "",
@@ -95,10 +105,11 @@ def serving_head(model: NextItemModel, top_k: int, clusters: int | None = None, 
     return ClusteredTopK(model, top_k, clustering, probe).eval(), {"exact": False, **clustering.describe(probe)}
 
 
-def write_graph(head: nn.Module, path: Path, scratch: Path) -> None:
-    """The head as an ONNX Runtime-optimised graph at `path` (the raw export goes to scratch)."""
+def write_graph(head: nn.Module, path: Path, scratch: Path, searched: bool = True) -> None:
+    """The head as an ONNX Runtime-optimised graph at `path` (the raw export goes to scratch);
+    searched=False leaves out a text tower's query input (the history graph)."""
     with _quiet():
-        _to_onnx(head, scratch / "raw.onnx")
+        _to_onnx(head, scratch / "raw.onnx", searched)
         _optimise(scratch / "raw.onnx", path)
 
 
@@ -114,16 +125,17 @@ def _quiet():
         logging.disable(logging.NOTSET)
 
 
-def _to_onnx(head: nn.Module, path: Path) -> None:
+def _to_onnx(head: nn.Module, path: Path, searched: bool) -> None:
     example = torch.tensor([[0, 0, 1, 2], [3, 4, 5, 6]], dtype=torch.long) % head.model.num_ids
     batch, length = torch.export.Dim("batch"), torch.export.Dim("seq_len")
     inputs, names, shapes = (example,), [GRAPH_INPUT], {"item_ids": {0: batch, 1: length}}
     outputs = list(GRAPH_OUTPUTS)
     if head.model.text is not None:
+        outputs.append(GRAPH_HIDDEN)
+    if head.model.text is not None and searched:
         query = torch.zeros(2, QUERY_TOKENS, dtype=torch.long)
         query[1, :2] = torch.tensor([5, 6])
         inputs, names, shapes = (example, query), names + [GRAPH_QUERY], {**shapes, "query_ids": {0: batch}}
-        outputs.append(GRAPH_HIDDEN)
     with torch.no_grad():
         program = torch.onnx.export(head, inputs, input_names=names, output_names=outputs,
                                     dynamic_shapes=shapes, dynamo=True, optimize=True, verbose=False)

@@ -4,10 +4,12 @@ Each version directory is self-contained: this file and wire.py (the tensor name
 serving/wire.py, both copied at publish time), model.onnx, item_index.json (position i is model
 id i+1; 0 is padding) and export.json (top_k, max_len). A version exported with a text tower also
 has tokenizer.json and export.json's query_tokens: the optional QUERY input is tokenised and fed
-to the graph beside the items; other versions ignore QUERY. Such a version may also carry items
+to the graph beside the items; other versions ignore QUERY. Such a version's rows without a query go
+to its history graph (wire.HISTORY_GRAPH, when the version has one), which answers them as model.onnx
+would without the hedge's cost. Such a version may also carry items
 added after its export (wire.ADDED_ITEMS and wire.ADDED_VECTORS, trainer/new_items.py): each row's
 answer is then the best top_k of the graph's and of theirs, scored by the graph's hidden output.
-The whole dynamic batch goes through one ONNX Runtime `session.run`; a request that cannot be
+The whole dynamic batch goes through one ONNX Runtime `session.run` per graph; a request that cannot be
 read gets an error response of its own, and the model never raises out of `execute`.
 """
 import json
@@ -38,10 +40,11 @@ class TritonPythonModel:
 
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        self.session = ort.InferenceSession(str(version_dir / "model.onnx"), _session_options(config),
-                                            providers=providers)
+        options = _session_options(config)
+        self.session = ort.InferenceSession(str(version_dir / "model.onnx"), options, providers=providers)
         self.query_tokens, self.tokenizer = _query_reader(version_dir, meta, self.session)
-        added, self.added_vectors = _added_items(version_dir, self.session)
+        self.history_session = _history_graph(version_dir, self.tokenizer, options, providers)
+        added, self.added_vectors = _added_items(version_dir, self.session, self.history_session)
         self.shop_ids = np.concatenate([self.shop_ids, np.array(added, dtype=np.object_)])
         self._warm_up()
         pb_utils.Logger.log_info(
@@ -52,16 +55,31 @@ class TritonPythonModel:
         # The first runs of an ORT session allocate and pick kernels; pay that before reporting ready.
         for batch in WARMUP_BATCHES:
             for width in (1, self.max_len):
-                self._run(np.zeros((batch, width), dtype=np.int64), [WARMUP_QUERY] * batch)
+                for query in (WARMUP_QUERY, ""):
+                    self._run(np.zeros((batch, width), dtype=np.int64), [query] * batch)
 
     def _run(self, model_ids, queries):
-        feed = {wire.GRAPH_INPUT: model_ids}
-        if self.tokenizer is not None:
-            feed[wire.GRAPH_QUERY] = wire.token_rows(self.tokenizer, queries, self.query_tokens)
+        """Shop ids and scores [rows, top_k] of left-padded model ids and each row's query."""
+        if self.tokenizer is None:
+            return self._scored(self.session, {wire.GRAPH_INPUT: model_ids})
+        tokens = wire.token_rows(self.tokenizer, queries, self.query_tokens)
+        asked = (tokens != wire.QUERY_PADDING).any(axis=1)
+        if self.history_session is None or asked.all():
+            return self._scored(self.session, {wire.GRAPH_INPUT: model_ids, wire.GRAPH_QUERY: tokens})
+        if not asked.any():
+            return self._scored(self.history_session, {wire.GRAPH_INPUT: model_ids})
+        searched = self._scored(self.session, {wire.GRAPH_INPUT: _trimmed(model_ids[asked]), wire.GRAPH_QUERY: tokens[asked]})
+        plain = self._scored(self.history_session, {wire.GRAPH_INPUT: _trimmed(model_ids[~asked])})
+        items, scores = (np.empty((len(model_ids), *part.shape[1:]), dtype=part.dtype) for part in searched)
+        items[asked], scores[asked] = searched
+        items[~asked], scores[~asked] = plain
+        return items, scores
+
+    def _scored(self, session, feed):
         if self.added_vectors is None:
-            top_ids, top_scores = self.session.run(list(wire.GRAPH_OUTPUTS), feed)
+            top_ids, top_scores = session.run(list(wire.GRAPH_OUTPUTS), feed)
         else:
-            top_ids, top_scores, hidden = self.session.run([*wire.GRAPH_OUTPUTS, wire.GRAPH_HIDDEN], feed)
+            top_ids, top_scores, hidden = session.run([*wire.GRAPH_OUTPUTS, wire.GRAPH_HIDDEN], feed)
             top_ids, top_scores = _merged(top_ids, top_scores, hidden @ self.added_vectors.T, len(self.model_ids) + 1)
         return self.shop_ids[top_ids], top_scores.astype(np.float32)
 
@@ -133,14 +151,26 @@ def _query_reader(version_dir, meta, session):
         raise pb_utils.TritonModelException(f"{version_dir}/tokenizer.json: {type(exc).__name__}: {exc}") from None
 
 
-def _added_items(version_dir, session):
+def _history_graph(version_dir, tokenizer, options, providers):
+    """The session of a tower version's graph for rows without a query; None for a version without
+    one (every row then goes to model.onnx, as versions exported before it did)."""
+    path = version_dir / wire.HISTORY_GRAPH
+    if tokenizer is None or not path.exists():
+        return None
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    if [graph_input.name for graph_input in session.get_inputs()] != [wire.GRAPH_INPUT]:
+        raise pb_utils.TritonModelException(f"{path} must take {wire.GRAPH_INPUT} alone; export the model again")
+    return session
+
+
+def _added_items(version_dir, *sessions):
     """(shop ids, vectors [n, hidden]) of the items added to the version after export; ([], None)
-    when it has none. They are scored by the graph's hidden output, so the graph must answer it."""
+    when it has none. They are scored by the graphs' hidden output, so every graph must answer it."""
     if not (version_dir / wire.ADDED_ITEMS).exists():
         return [], None
-    if wire.GRAPH_HIDDEN not in {output.name for output in session.get_outputs()}:
+    if any(wire.GRAPH_HIDDEN not in {output.name for output in session.get_outputs()} for session in sessions if session):
         raise pb_utils.TritonModelException(
-            f"{version_dir} has {wire.ADDED_ITEMS} but model.onnx answers no {wire.GRAPH_HIDDEN}; export the model again")
+            f"{version_dir} has {wire.ADDED_ITEMS} but its graphs do not all answer {wire.GRAPH_HIDDEN}; export the model again")
     items = [str(item).encode() for item in _read_json(version_dir / wire.ADDED_ITEMS)]
     try:
         vectors = np.load(version_dir / wire.ADDED_VECTORS).astype(np.float32)
@@ -150,6 +180,13 @@ def _added_items(version_dir, session):
         raise pb_utils.TritonModelException(
             f"{version_dir / wire.ADDED_VECTORS}: shape {list(vectors.shape)}, expected [{len(items)}, hidden]")
     return items, vectors
+
+
+def _trimmed(model_ids):
+    """Left-padded rows without the columns that are padding in every row (positions count from the
+    right, so the answers stay the same); at least one column."""
+    used = np.flatnonzero((model_ids != wire.PADDING).any(axis=0))
+    return model_ids[:, used[0] if len(used) else -1:]
 
 
 def _merged(top_ids, top_scores, added_scores, first_id):
