@@ -65,14 +65,17 @@ def create_app(settings: Settings, recommend: bool = True) -> faust.App:
     def on_failure(kind):
         metrics.send_failures.labels(kind).inc()
 
-    outbox = Outbox(send, on_failure)
+    def send_now():
+        faust_internals.send_now(app)
+
+    outbox = Outbox(send, on_failure, send_now)
     sink, follower = NullSink(), None
     if recommend:
         from streams.catalog import Catalog, CatalogFollower
         from streams.recommender import Recommender
 
         # Its own outbox: its dead letters are confirmed apart from the agent's batches.
-        follower = CatalogFollower(settings, Catalog(following=True), metrics, Outbox(send, on_failure))
+        follower = CatalogFollower(settings, Catalog(following=True), metrics, Outbox(send, on_failure, send_now))
         sink = Recommender(settings, outbox, metrics, catalog=follower.catalog)
         app.task(follower.run)
     events = app.topic(*settings.event_topics, key_serializer="raw", value_serializer="raw",

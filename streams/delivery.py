@@ -55,9 +55,11 @@ class SendFailed(RuntimeError):
 
 
 class Outbox:
-    def __init__(self, send: Send, on_failure: Callable[[str], None] = lambda kind: None):
+    def __init__(self, send: Send, on_failure: Callable[[str], None] = lambda kind: None,
+                 send_now: Callable[[], None] = lambda: None):
         self.send = send
         self.on_failure = on_failure
+        self.send_now = send_now  # confirm waits for every queued record: none should linger
         self.pending: list[tuple[Record, Awaitable]] = []
 
     async def put(self, record: Record) -> None:
@@ -66,6 +68,8 @@ class Outbox:
     async def confirm(self) -> None:
         """Wait for every queued record; re-send failures; raise SendFailed if one never lands."""
         pending, self.pending = self.pending, []
+        if pending:
+            self.send_now()
         results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
         failed = [record for (record, _), result in zip(pending, results) if isinstance(result, BaseException)]
         for record in failed:

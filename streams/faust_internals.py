@@ -13,6 +13,8 @@ faust-streaming 0.11 and aiokafka 0.14: re-check on upgrades).
   seek to read them again; with no commit to seek to, the fetch position stayed past them, and a
   worker that took over a partition before its first owner's first commit skipped every event
   sent meanwhile (the chaos suite's scenario (c) under load: 776 of 2,966 events).
+- `send_now`: close the producer's open batches and wake its sender, so that a batch's confirm
+  does not wait out producer_linger_ms for records nothing else will join.
 - `fetch_in_batches`: Faust builds its consumer with aiokafka's fetch_min_bytes=1, so every
   fetch returns as soon as one record is there; letting the broker wait a few milliseconds for
   more cuts fetch requests (worker and broker CPU) at moderate rates.
@@ -31,6 +33,17 @@ async def send(app: faust.App, topic: str, key: bytes | None, value: bytes | Non
                headers: list[tuple[str, bytes]] | None = None) -> Awaitable:
     """Queue one record; returns the future of its delivery (RecordMetadata, or the broker's error)."""
     return await app.producer.send(topic, key, value, partition, None, headers)
+
+
+def send_now(app: faust.App) -> None:
+    """Send what the producer holds now instead of after its linger (aiokafka's accumulator: a closed
+    batch takes no more records and is ready to drain; the sender sleeps on the waiter until then)."""
+    accumulator = app.producer._producer._message_accumulator
+    for batches in accumulator._batches.values():
+        for batch in batches:
+            batch._builder.close()
+    if not accumulator._waiter_future.done():
+        accumulator._waiter_future.set_result(None)
 
 
 def serve_metrics_only(app: faust.App) -> None:
