@@ -281,7 +281,7 @@ def _stage(export_dir: Path, staging: Path, model_code: Path, int8: bool) -> Non
     shutil.copy2(model_code, staging / "model.py")
     shutil.copy2(wire.__file__, staging / "wire.py")
     shutil.copy2(onnx, staging / "model.onnx")
-    history = export_dir / (wire.HISTORY_GRAPH.replace(".onnx", ".int8.onnx") if int8 else wire.HISTORY_GRAPH)
+    history = export_dir / (wire.HISTORY_INT8 if int8 else wire.HISTORY_GRAPH)
     if history.exists():  # a text tower's graph for rows without a query
         shutil.copy2(history, staging / wire.HISTORY_GRAPH)
     for name in EXPORT_FILES:

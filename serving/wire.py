@@ -34,6 +34,7 @@ GRAPH_HIDDEN = "hidden"                   # FP32 [batch, hidden], a third output
 # in, GRAPH_OUTPUTS and GRAPH_HIDDEN out, the answer model.onnx gives a row of QUERY_PADDING without
 # the hedge's second reading of the newest position (NextItemModel.searched_scores).
 HISTORY_GRAPH = "history.onnx"
+HISTORY_INT8 = "history.int8.onnx"      # its int8 twin in an export (served as HISTORY_GRAPH with --int8)
 SHOP_PADDING = b""
 
 # Items added to a version after its export (new in the catalogue, trainer/new_items.py): files in the

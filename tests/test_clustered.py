@@ -14,6 +14,14 @@ def _model(num_ids=400) -> NextItemModel:
     return NextItemModel(ModelArgs(num_ids=num_ids, max_len=8, hidden=16, layers=2, heads=2)).eval()
 
 
+def _tower_model() -> NextItemModel:
+    """A small model with a text tower, folded for serving as an export folds it."""
+    torch.manual_seed(0)
+    model = NextItemModel(ModelArgs(num_ids=400, max_len=8, hidden=16, layers=2, heads=2, text_vocab=40))
+    model.item_tokens.random_(1, 40)
+    return model.eval().serving_copy()
+
+
 def test_every_item_sits_in_exactly_one_bounded_cluster():
     clustering = cluster(_model().item_embedding.weight, clusters=12)
     members = clustering.members
@@ -32,10 +40,7 @@ def test_probing_every_cluster_gives_the_exact_answer():
 
 
 def test_probing_every_cluster_gives_the_exact_answer_to_a_search_too():
-    torch.manual_seed(0)
-    model = NextItemModel(ModelArgs(num_ids=400, max_len=8, hidden=16, layers=2, heads=2, text_vocab=40))
-    model.item_tokens.random_(1, 40)
-    model = model.eval().serving_copy()
+    model = _tower_model()
     ids = torch.tensor([[0, 0, 3, 4], [5, 6, 7, 8], [0, 0, 0, 0]])
     query = torch.zeros(3, QUERY_TOKENS, dtype=torch.long)
     query[0, :2], query[2, :3] = torch.tensor([5, 9]), torch.tensor([7, 8, 9])  # searched, none, a query alone
@@ -50,10 +55,7 @@ def test_probing_every_cluster_gives_the_exact_answer_to_a_search_too():
 def test_a_history_alone_answers_as_an_empty_query_does_in_both_heads():
     """What a tower version's history graph (no query input) answers: the searched graph's answer
     to a row without a query, its hidden state included."""
-    torch.manual_seed(0)
-    model = NextItemModel(ModelArgs(num_ids=400, max_len=8, hidden=16, layers=2, heads=2, text_vocab=40))
-    model.item_tokens.random_(1, 40)
-    model = model.eval().serving_copy()
+    model = _tower_model()
     ids = torch.tensor([[0, 0, 3, 4], [5, 6, 7, 8], [0, 0, 0, 0]])
     no_query = torch.zeros(3, QUERY_TOKENS, dtype=torch.long)
     for head in (TopK(model, 10), ClusteredTopK(model, 10, cluster(model.item_embedding.weight, 12), probe=3)):

@@ -108,7 +108,6 @@ def test_text_tower_export_takes_a_query_and_answers_as_torch(tiny_text_export, 
 def test_a_text_tower_export_answers_rows_without_a_query_from_its_history_graph(tiny_text_export, toys_slice,
                                                                                   tiny_text_checkpoint):
     from serving import wire
-    from trainer.export import HISTORY_INT8
 
     checkpoint = Checkpoint.load(tiny_text_checkpoint)
     _, sequences = data.load(toys_slice, checkpoint.index)
@@ -122,7 +121,7 @@ def test_a_text_tower_export_answers_rows_without_a_query_from_its_history_graph
     assert (top_ids[:, :10] == searched_ids[:, :10]).all(axis=1).mean() >= 0.99
     np.testing.assert_allclose(top_scores, searched_scores, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(hidden, searched_hidden, rtol=1e-4, atol=1e-4)
-    int8 = _session(tiny_text_export, HISTORY_INT8).run(["top_ids"], {"item_ids": ids})[0]
+    int8 = _session(tiny_text_export, wire.HISTORY_INT8).run(["top_ids"], {"item_ids": ids})[0]
     assert int8.shape == top_ids.shape and (int8 > 0).all()
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from serving.repository import export_meta
-from serving.wire import GRAPH_INPUT, HISTORY_GRAPH, left_pad
+from serving.wire import GRAPH_INPUT, HISTORY_GRAPH, HISTORY_INT8, left_pad
 
 
 @dataclass
@@ -35,7 +35,7 @@ def runtimes(checkpoint_path: Path, export_dir: Path, threads: int, top_k: int) 
     import onnxruntime as ort
     import torch
 
-    from trainer.export import FP32, HISTORY_INT8, INT8, TopK
+    from trainer.export import FP32, INT8, TopK
     from trainer.checkpoint import Checkpoint
 
     torch.set_num_threads(threads)

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from serving.wire import GRAPH_HIDDEN, GRAPH_INPUT, GRAPH_OUTPUTS, GRAPH_QUERY, HISTORY_GRAPH
+from serving.wire import GRAPH_HIDDEN, GRAPH_INPUT, GRAPH_OUTPUTS, GRAPH_QUERY, HISTORY_GRAPH, HISTORY_INT8
 from shopguide.process import kill_point
 from trainer.checkpoint import Checkpoint
 from trainer.clustered import PROBE, ClusteredTopK, cluster, default_clusters
@@ -43,7 +43,6 @@ from trainer.model import NextItemModel
 
 FP32 = "model.onnx"
 INT8 = "model.int8.onnx"
-HISTORY_INT8 = HISTORY_GRAPH.replace(".onnx", ".int8.onnx")
 
 
 class TopK(nn.Module):
