@@ -20,7 +20,7 @@ USERS_TRACKED = 10_000  # whose newest items are kept while their recommendation
 
 class LiveView:
     def __init__(self, settings, titles: dict[str, str], shoppers: int = 12, recent_items: int = 5):
-        from streams.watch import tail_consumer
+        from streams.watch import TopicTail
 
         self.titles = titles
         self.recommendations_topic = settings.topic_recommendations
@@ -31,28 +31,21 @@ class LiveView:
         self.arrivals = {"events": deque(), "recommendations": deque()}
         self.answered: Counter[str] = Counter()  # recommendations by "v<version>" or "popularity"
         self.lock = threading.Lock()
-        self.consumer = tail_consumer(settings, [*settings.event_topics, settings.topic_recommendations])
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.tail = TopicTail(settings, [*settings.event_topics, settings.topic_recommendations], self._took)
 
     def start(self) -> "LiveView":
-        self._thread.start()
+        self.tail.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.consumer.close()
+        self.tail.stop()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for batch in self.consumer.poll(timeout_ms=200).values():
-                with self.lock:
-                    for message in batch:
-                        self._take(message)
+    def _took(self, batch, now: float) -> None:
+        with self.lock:
+            for message in batch:
+                self._take(message, now)
 
-    def _take(self, message) -> None:
-        now = time.time()
+    def _take(self, message, now: float) -> None:
         if message.topic == self.recommendations_topic:
             self.arrivals["recommendations"].append(now)
             self._recommended(msgpack.unpackb(message.value, raw=False), now)

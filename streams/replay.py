@@ -14,7 +14,8 @@ from streams.events import TS_RANGE, Event, encode, topic_for, user_key
 
 
 def publish(producer, settings, event: Event):
-    """Send one event, keyed by user, to its topic; returns kafka-python's future."""
+    """Send one event, keyed by user, to its topic; returns the producer's `send` (kafka-python's
+    future, or aiokafka's coroutine to await)."""
     return producer.send(topic_for(event.type, settings), key=user_key(event.user), value=encode(event))
 
 

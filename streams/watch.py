@@ -2,33 +2,75 @@
 measure each one's latency: its arrival here minus its event's Kafka timestamp."""
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
 import time
 
 import msgpack
 
 
-def tail_consumer(settings, topics: list[str], timeout_s: float = 30.0):
-    """A consumer holding every partition of `topics` from their current ends: assigned, not a
-    group member, so it reads from the moment it returns, without waiting for a group
-    coordinator (which a broker restarted on old data may take a while to offer)."""
-    from kafka import KafkaConsumer, TopicPartition
+class TopicTail:
+    """Every record sent to `topics` after `start()` returned, handed to `on_batch(records,
+    arrived)` as each fetch lands (arrived: time.time()). It holds every partition, in no consumer
+    group, so it reads from the moment it starts without waiting for a group
+    coordinator (which a broker restarted on old data may take a while to offer).
 
-    from shopguide.kafka_security import client_kwargs
+    aiokafka on an event loop of its own thread: about a third of kafka-python's CPU per record,
+    which a benchmark's measuring process would otherwise take from the pipeline it measures."""
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                             fetch_max_wait_ms=10, **client_kwargs(settings))
-    deadline = time.monotonic() + timeout_s
-    partitions = []
-    for topic in topics:
-        while not (numbers := consumer.partitions_for_topic(topic)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        partitions += [TopicPartition(topic, n) for n in numbers or ()]
-    consumer.assign(partitions)
-    consumer.seek_to_end(*partitions)
-    for partition in partitions:
-        consumer.position(partition)  # fixes the end now, before anything is sent
-    return consumer
+    def __init__(self, settings, topics: list[str], on_batch, timeout_s: float = 30.0):
+        self.settings, self.topics, self.on_batch, self.timeout_s = settings, topics, on_batch, timeout_s
+        self._stop = threading.Event()
+        self._tailing = concurrent.futures.Future()  # done once the ends are fixed (or that failed)
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def start(self) -> "TopicTail":
+        """Returns once the topics' ends are fixed: everything sent from now on is handed on."""
+        self._thread.start()
+        self._tailing.result(self.timeout_s + 10)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    async def _run(self) -> None:
+        try:
+            consumer = await self._tail()
+        except BaseException as exc:
+            self._tailing.set_exception(exc)
+            return
+        self._tailing.set_result(None)
+        try:
+            while not self._stop.is_set():
+                for records in (await consumer.getmany(timeout_ms=100)).values():
+                    self.on_batch(records, time.time())
+        finally:
+            await consumer.stop()
+
+    async def _tail(self):
+        from aiokafka import AIOKafkaConsumer
+
+        from shopguide.kafka_security import client_kwargs
+
+        # No group: a subscription is then every partition of the topics, assigned here.
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
+                                    auto_offset_reset="latest", fetch_max_wait_ms=10, **client_kwargs(self.settings))
+        await consumer.start()
+        try:
+            consumer.subscribe(self.topics)
+            deadline = time.monotonic() + self.timeout_s
+            while {tp.topic for tp in consumer.assignment()} != set(self.topics) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            partitions = sorted(consumer.assignment())
+            await consumer.seek_to_end(*partitions)
+            for partition in partitions:
+                await consumer.position(partition)  # fixes the end now, before anything is sent
+        except BaseException:
+            await consumer.stop()
+            raise
+        return consumer
 
 
 class RecommendationWatcher:
@@ -39,26 +81,21 @@ class RecommendationWatcher:
         self.latencies: list[float] = []
         self.first_arrival: float | None = None  # time.monotonic() of the first record
         self.on_record = on_record
-        self.consumer = tail_consumer(settings, [settings.topic_recommendations])
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.tail = TopicTail(settings, [settings.topic_recommendations], self._collect)
 
     def start(self) -> "RecommendationWatcher":
-        self._thread.start()
+        self.tail.start()
         return self
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for batch in self.consumer.poll(timeout_ms=100).values():
-                arrived = time.time()
-                if self.first_arrival is None:
-                    self.first_arrival = time.monotonic()
-                for message in batch:
-                    record = msgpack.unpackb(message.value, raw=False)
-                    self.records.append(record)
-                    self.latencies.append(arrived - record["produced_time"])
-                    if self.on_record:
-                        self.on_record(record)
+    def _collect(self, batch, arrived: float) -> None:
+        if self.first_arrival is None:
+            self.first_arrival = time.monotonic()
+        for message in batch:
+            record = msgpack.unpackb(message.value, raw=False)
+            self.records.append(record)
+            self.latencies.append(arrived - record["produced_time"])
+            if self.on_record:
+                self.on_record(record)
 
     def wait_for(self, count: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -67,6 +104,4 @@ class RecommendationWatcher:
         return len(self.records) >= count
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.consumer.close()
+        self.tail.stop()

@@ -70,6 +70,14 @@ def test_no_extra_is_installed(core_venv):
     assert found.stdout.strip() == "[]"
 
 
+def test_kafka_python_checks_record_batches_in_c(core_venv):
+    """kafka-python falls back to a pure-Python CRC-32C without the crc32c package: about 100 us of
+    CPU per record produced or read (replay, the catalogue, the fine-tune job's log reader)."""
+    probe = "import crc32c, kafka.record.util as u; print(u.calc_crc32c.__defaults__[0] is crc32c.crc32c)"
+    found = subprocess.run([str(core_venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "True"
+
+
 def test_commands_that_need_an_extra_say_which(core_venv):
     assert shopguide(core_venv, "--help").returncode == 0
     help_ = shopguide(core_venv, "train", "--help")
