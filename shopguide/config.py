@@ -60,7 +60,7 @@ class Settings:
                               between(1, TRITON_MAX_BATCH))
     batch_wait_s: float = _setting(0.01, "SHOPGUIDE_BATCH_WAIT", "longest wait to fill an agent batch (s)", SECONDS)
     fetch_min_bytes: int = _setting(65_536, "SHOPGUIDE_FETCH_MIN_BYTES",
-                                    "bytes a worker's fetch waits for, up to 5 ms (1: answer every fetch at once)",
+                                    "bytes a worker's fetch waits for, up to the batch wait (1: answer every fetch at once)",
                                     between(1))
     answer_cache: int = _setting(10_000, "SHOPGUIDE_ANSWER_CACHE",
                                  "model answers kept for reuse while a history is unchanged (0: none)", between(0))

@@ -23,9 +23,6 @@ from streams.session_store import SessionStore
 from streams.stall_guard import StallGuard
 from streams.topics import changelog_topic
 
-FETCH_MAX_WAIT_MS = 5  # the most a fetch waits for SHOPGUIDE_FETCH_MIN_BYTES: below the batch wait
-
-
 def faust_config(settings: Settings) -> dict:
     servers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
     return dict(
@@ -55,7 +52,9 @@ def create_app(settings: Settings, recommend: bool = True) -> faust.App:
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.worker_id, **config)
     faust_internals.serve_metrics_only(app)
-    faust_internals.fetch_in_batches(settings.fetch_min_bytes, FETCH_MAX_WAIT_MS)
+    # A fetch waits for SHOPGUIDE_FETCH_MIN_BYTES as long as the agent waits to fill a batch: at 700
+    # events/s, 10 ms against 5 ms took 11 % less of the worker's CPU per event (README, Headroom).
+    faust_internals.fetch_in_batches(settings.fetch_min_bytes, max(1, round(settings.batch_wait_s * 1000)))
     faust_internals.rewind_uncommitted()
     metrics = WorkerMetrics(CollectorRegistry())
 
