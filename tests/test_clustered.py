@@ -11,7 +11,7 @@ from trainer.model import ModelArgs, NextItemModel
 
 def _model(num_ids=400) -> NextItemModel:
     torch.manual_seed(0)
-    return NextItemModel(ModelArgs(num_ids=num_ids, max_len=8, hidden=16, layers=2, heads=2)).eval()
+    return _seen_first(NextItemModel(ModelArgs(num_ids=num_ids, max_len=8, hidden=16, layers=2, heads=2)).eval())
 
 
 def _tower_model() -> NextItemModel:
@@ -19,7 +19,14 @@ def _tower_model() -> NextItemModel:
     torch.manual_seed(0)
     model = NextItemModel(ModelArgs(num_ids=400, max_len=8, hidden=16, layers=2, heads=2, text_vocab=40))
     model.item_tokens.random_(1, 40)
-    return model.eval().serving_copy()
+    return _seen_first(model.eval().serving_copy())
+
+
+def _seen_first(model: NextItemModel) -> NextItemModel:
+    """A seen-item bias that lifts the history's items above the rest: both heads must apply it."""
+    with torch.no_grad():
+        model.seen_bias.fill_(1.0)
+    return model
 
 
 def test_every_item_sits_in_exactly_one_bounded_cluster():
@@ -37,6 +44,7 @@ def test_probing_every_cluster_gives_the_exact_answer():
     pruned_ids, pruned_scores = ClusteredTopK(model, 10, cluster(model.item_embedding.weight, 12), probe=12)(ids)
     torch.testing.assert_close(pruned_scores, exact_scores)
     assert (pruned_ids == exact_ids).all()
+    assert set(exact_ids[1, :4].tolist()) == {5, 6, 7, 8}  # the seen-item bias at work
 
 
 def test_probing_every_cluster_gives_the_exact_answer_to_a_search_too():

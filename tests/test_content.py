@@ -78,8 +78,8 @@ def test_a_searched_answer_mixes_the_query_in_and_the_rest_keep_their_scores():
     query = torch.from_numpy(vocabulary.query_rows(["lego fighter", "", "bear"]))
     scores = model(items, query)
     table = model.item_table()
-    with_query = model.score(model.encode_newest(items, query), table)
-    without = model.score(model.encode_newest(items), table)
+    with_query = model.score(model.encode_newest(items, query), items, table)
+    without = model.score(model.encode_newest(items), items, table)
     mixture = QUERY_WEIGHT * with_query.softmax(1) + (1 - QUERY_WEIGHT) * without.softmax(1)
     torch.testing.assert_close(scores[0].softmax(0), mixture[0], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(scores[1:], with_query[1:], rtol=1e-5, atol=1e-5)  # no query; a query alone

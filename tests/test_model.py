@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from trainer.item_index import PADDING
@@ -92,3 +93,55 @@ def test_sampled_negatives_learn_and_cover_the_catalogue_when_asked_for_all_of_i
     assert model.loss(inputs, targets) < full and torch.isfinite(first)
     changed = (model.item_embedding.weight[400:] != untouched).any(1).float().mean()
     assert 0 < changed < 0.8  # only the rows a step drew or read move
+
+
+def test_items_in_the_history_are_scored_with_the_seen_bias():
+    model = _model()
+    history = torch.tensor([[0, 0, 3, 4, 3], [5, 6, 7, 8, 9]])
+    before = model(history)
+    with torch.no_grad():
+        model.seen_bias.fill_(2.0)
+    added = model(history) - before
+    expected = torch.zeros_like(added)
+    expected[0, [3, 4]] = expected[1, [5, 6, 7, 8, 9]] = 2.0
+    torch.testing.assert_close(added, expected, rtol=0, atol=1e-5)  # padding stays where it was: last
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_the_seen_bias_is_fitted_to_how_often_shoppers_come_back(share):
+    """No repeat in the data: the lower bound; only repeats: the upper one; in between, the bias at
+    which the model expects as many repeats as the data holds."""
+    import random
+
+    from trainer import seen_bias
+
+    model = _model(num_ids=200)
+    generator = torch.Generator().manual_seed(1)
+    prefixes = []
+    for n in range(400):
+        history = torch.randint(1, 100, (6,), generator=generator).tolist()
+        prefixes.append(history + [history[n % 6] if n < share * 400 else 100 + n % 100])
+    bias = seen_bias.fit(model, prefixes, random.Random(0))
+    if share in (0.0, 1.0):
+        assert bias == pytest.approx(seen_bias.BOUND if share else -seen_bias.BOUND, abs=1e-3)
+        return
+    with torch.no_grad():
+        model.seen_bias.fill_(bias)
+    probabilities = model(torch.tensor([p[:-1] for p in prefixes])).softmax(1)
+    seen_mass = [probabilities[n, sorted(set(p[:-1]))].sum().item() for n, p in enumerate(prefixes)]
+    assert sum(seen_mass) / len(seen_mass) == pytest.approx(share, abs=0.01)
+
+
+def test_a_checkpoint_saved_before_the_seen_bias_scores_as_it_did(tmp_path):
+    from trainer.checkpoint import Checkpoint
+    from trainer.item_index import ItemIndex
+
+    model = _model()
+    path = Checkpoint(model, ItemIndex([str(n) for n in range(1, 30)])).save(tmp_path / "checkpoint.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["state_dict"]["seen_bias"]
+    torch.save(payload, path)
+    loaded = Checkpoint.load(path).model
+    history = torch.tensor([[0, 3, 4, 5]])
+    assert loaded.seen_bias.item() == 0.0
+    torch.testing.assert_close(loaded(history), model(history))

@@ -40,7 +40,7 @@ class Unhedged(nn.Module):
 
     def forward(self, item_ids: torch.Tensor, query_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         hidden = self.model.encode_newest(item_ids, query_ids)
-        top_scores, top_ids = torch.topk(self.model.score(hidden), self.top_k, dim=1)
+        top_scores, top_ids = torch.topk(self.model.score(hidden, item_ids), self.top_k, dim=1)
         return top_ids, top_scores, hidden
 
 

@@ -56,7 +56,8 @@ class Checkpoint:
                 warnings.simplefilter("ignore")
                 payload = torch.load(path, map_location="cpu", weights_only=True)
             model = NextItemModel(ModelArgs(**payload["model_args"]))
-            model.load_state_dict(payload["state_dict"])
+            # a checkpoint from before the seen-item bias scored as a bias of 0 does
+            model.load_state_dict({"seen_bias": torch.zeros(()), **payload["state_dict"]})
             model.eval()
             vocabulary = payload.get("vocabulary")
             return cls(model, ItemIndex.from_list(payload["item_index"]), payload["config"], payload["history"],
@@ -69,7 +70,7 @@ class Checkpoint:
         """Everything but the weights, for export metadata and reports."""
         return {"model_args": dataclasses.asdict(self.model.args), "config": self.config,
                 "metrics": self.metrics, "data": self.data, "created": self.created,
-                "epochs": len(self.history)}
+                "epochs": len(self.history), "seen_bias": self.model.seen_bias.item()}
 
 
 def _reason(exc: Exception) -> str:

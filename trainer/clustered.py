@@ -109,29 +109,49 @@ class ClusteredTopK(nn.Module):
         self.top_k = min(top_k, self.probe * clustering.members.shape[1], model.num_ids - 1)
         self.register_buffer("centroids", clustering.centroids)
         self.register_buffer("members", clustering.members)
+        # each model id's place in members (cluster * capacity + position); padding's is in no cluster
+        slots = torch.full((model.num_ids,), -clustering.members.shape[1], dtype=torch.long)
+        filled = clustering.members.view(-1) != PADDING
+        slots[clustering.members.view(-1)[filled]] = torch.arange(clustering.members.numel())[filled]
+        self.register_buffer("slots", slots)
 
     def forward(self, item_ids: torch.Tensor, query_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         if query_ids is None:
             hidden = self.model.encode_newest(item_ids)
-            top_ids, top_scores = self._top(hidden @ self.centroids.T, lambda at: at(hidden))
+            top_ids, top_scores = self._top(item_ids, hidden @ self.centroids.T, lambda at: at(hidden))
             return (top_ids, top_scores) if self.model.text is None else (top_ids, top_scores, hidden)
         # a searched row hedges as the exact head does (NextItemModel.searched_scores), over the
         # clusters and then over the candidates: both normalisers are taken over what is scored
         plain, queried = self.model.encode_searched(item_ids, query_ids)
         odds = hedge_odds(item_ids, query_ids)
-        top_ids, top_scores = self._top(hedged(queried @ self.centroids.T, plain @ self.centroids.T, odds),
+        top_ids, top_scores = self._top(item_ids, hedged(queried @ self.centroids.T, plain @ self.centroids.T, odds),
                                          lambda at: hedged(at(queried), at(plain), odds))
         return top_ids, top_scores, queried
 
-    def _top(self, centroid_scores: torch.Tensor, score: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+    def _top(self, item_ids: torch.Tensor, centroid_scores: torch.Tensor, score: Callable
+             ) -> tuple[torch.Tensor, torch.Tensor]:
         """The top_k of the probe best clusters' items; score(at) scores the candidates, given
-        at(hidden), the dot products [batch, candidates] of a hidden state with them."""
+        at(hidden), the scores [batch, candidates] of a hidden state for them (its dot products with
+        them plus the seen-item bias, as the exact head scores)."""
         near = centroid_scores.topk(self.probe, dim=1).indices
         candidates = self.members[near].flatten(1)
         vectors = self.model.item_embedding(candidates)
+        seen = self._seen(near, item_ids)
 
         def at(hidden: torch.Tensor) -> torch.Tensor:
-            return (vectors @ hidden[:, :, None])[:, :, 0].masked_fill(candidates == PADDING, NEG_INF)
+            return ((vectors @ hidden[:, :, None])[:, :, 0] + seen).masked_fill(candidates == PADDING, NEG_INF)
 
         top_scores, where = score(at).topk(self.top_k, dim=1)
         return candidates.gather(1, where), top_scores
+
+    def _seen(self, near: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """The seen-item bias at each candidate [batch, probe * capacity] of the probed clusters
+        near [batch, probe] that is in the row's history: found by the history items' slots, not by
+        comparing every candidate with every history item."""
+        capacity, probe = self.members.shape[1], near.shape[1]
+        slots = self.slots[item_ids[:, -self.model.args.max_len:]]
+        found = near[:, :, None] == torch.div(slots, capacity, rounding_mode="floor")[:, None, :]
+        at = torch.arange(probe, device=near.device)[None, :, None] * capacity + (slots % capacity)[:, None, :]
+        at = at.masked_fill(~found, probe * capacity)  # a history item outside the probed clusters: a spare column
+        seen = torch.zeros(near.shape[0], probe * capacity + 1, device=near.device).scatter(1, at.flatten(1), 1.0)
+        return self.model.seen_bias * seen[:, :-1]

@@ -1,7 +1,8 @@
 """Full-ranking evaluation: each target is ranked against ALL items, HR and NDCG at 5, 10, 20.
 
-Items the user has already seen stay in the ranking (the ICLRec/S3-Rec protocol does not
-exclude them), so our figures compare with the published ones. Ties count against the target:
+Items the user has already seen stay in the ranking, scored by the model as when serving (with
+its learnt seen-item bias, trainer/model.py). The published S3-Rec/ICLRec/ICSRec code sets their
+scores to 0 before ranking; we leave that to the model, so the evaluation ranks what it serves. Ties count against the target:
 its rank is the number of items scored strictly higher plus those tied with it.
 """
 from __future__ import annotations
@@ -89,9 +90,11 @@ def evaluate_checkpoint(checkpoint, path) -> tuple[dict[str, dict[str, float]], 
     config = checkpoint.config
     facts = {
         "data": f"{path} ({len(sequences)} users, {len(split.test_targets)} evaluated, {len(index)} items)",
-        "protocol": "leave-one-out; last item = test target; ranked against ALL items; "
-                    "items the user has seen are NOT excluded (as in ICLRec/S3-Rec)",
-        "model": ", ".join(f"{k}={v}" for k, v in checkpoint.model.args.to_dict().items()),
+        "protocol": "leave-one-out; last item = test target; ranked against ALL items; items the user "
+                    "has seen stay in the ranking, scored by the model (the S3-Rec/ICLRec/ICSRec code "
+                    "sets their scores to 0 before ranking)",
+        "model": ", ".join(f"{k}={v}" for k, v in checkpoint.model.args.to_dict().items())
+                 + f", learnt seen-item bias {checkpoint.model.seen_bias.item():+.2f}",
         "training": f"{len(checkpoint.history)} epochs, "
                     f"{sum(h['seconds'] for h in checkpoint.history) / 60:.1f} min wall, "
                     f"{sum(h.get('cpu_seconds', 0.0) for h in checkpoint.history) / 60:.1f} min CPU, "

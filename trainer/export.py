@@ -56,7 +56,7 @@ class TopK(nn.Module):
     def forward(self, item_ids: torch.Tensor, query_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         if query_ids is None:
             hidden = self.model.encode_newest(item_ids)
-            top_scores, top_ids = torch.topk(self.model.score(hidden), self.top_k, dim=1)
+            top_scores, top_ids = torch.topk(self.model.score(hidden, item_ids), self.top_k, dim=1)
             return (top_ids, top_scores) if self.model.text is None else (top_ids, top_scores, hidden)
         scores, hidden = self.model.searched_scores(item_ids, query_ids)
         top_scores, top_ids = torch.topk(scores, self.top_k, dim=1)

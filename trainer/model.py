@@ -2,8 +2,9 @@
 
 Item embeddings plus position embeddings go through a stack of `BertLayer`s under a causal,
 padding-aware attention mask; the hidden state at each position scores every item in the
-catalogue against the (tied) item table. Training uses a full softmax cross-entropy over the
-catalogue at every non-padding position.
+catalogue against the (tied) item table, plus one bias for the items already in the history
+(`seen_bias`: how likely a shopper is to come back to an item, fitted to the training data after
+the rest, trainer/seen_bias.py). Training uses a softmax cross-entropy over the catalogue (see `loss`).
 
 With a catalogue (`text_vocab` > 0), an item's vector is its id vector plus its content vector
 from trainer/content.py's text tower, and a search query, encoded by the same tower, is added to
@@ -76,6 +77,9 @@ class NextItemModel(nn.Module):
         self.register_buffer("item_tokens", torch.zeros(args.num_ids if args.text_vocab else 0, ITEM_TOKENS,
                                                         dtype=torch.long), persistent=bool(args.text_vocab))
         self.folded = False  # the content vectors were added into item_embedding (`folded()`)
+        # added to the score of every item already in the history; fitted after training
+        # (trainer/seen_bias.py), so the loss never sees it; a buffer, so saved with the weights
+        self.register_buffer("seen_bias", torch.zeros(()))
         self.apply(_init_weights)
 
     @property
@@ -143,10 +147,17 @@ class NextItemModel(nn.Module):
             x = layer(x, mask)
         return _newest_outputs(last, x, mask, newest)
 
-    def score(self, hidden: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores of every model id for each hidden state; padding can never win."""
-        scores = hidden @ (self.item_table() if table is None else table).T
+    def score(self, hidden: torch.Tensor, item_ids: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of every model id for each hidden state after its history item_ids; padding can never win."""
+        scores = self.with_seen(hidden @ (self.item_table() if table is None else table).T, item_ids)
         return scores.index_fill(-1, torch.tensor([PADDING], device=scores.device), NEG_INF)
+
+    def with_seen(self, scores: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """Scores of every model id [batch, num_ids] plus seen_bias where the id is in the row's history
+        (padding's included: `score` buries it after). An item held twice is written twice, with
+        the same value."""
+        ids = item_ids[:, -self.args.max_len:]
+        return scores.scatter(1, ids, scores.gather(1, ids) + self.seen_bias)
 
     def forward(self, item_ids: torch.Tensor, query_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Next-item scores [batch, num_ids] after each left-padded sequence (and its search query's
@@ -154,7 +165,7 @@ class NextItemModel(nn.Module):
         table = self.item_table()
         if query_ids is not None and self.text is not None:
             return self.searched_scores(item_ids, query_ids, table)[0]
-        return self.score(self.encode_newest(item_ids, None, table), table)
+        return self.score(self.encode_newest(item_ids, None, table), item_ids, table)
 
     def searched_scores(self, item_ids: torch.Tensor, query_ids: torch.Tensor, table: torch.Tensor | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +175,8 @@ class NextItemModel(nn.Module):
         `hedged`); a row without a query, or with a query alone, keeps its plain scores."""
         table = self.item_table() if table is None else table
         plain, queried = self.encode_searched(item_ids, query_ids, table)
-        return hedged(self.score(queried, table), self.score(plain, table), hedge_odds(item_ids, query_ids)), queried
+        return hedged(self.score(queried, item_ids, table), self.score(plain, item_ids, table),
+                      hedge_odds(item_ids, query_ids)), queried
 
     def loss(self, item_ids: torch.Tensor, targets: torch.Tensor, negatives: int = 0) -> torch.Tensor:
         """Cross-entropy of the targets that are not padding: targets [batch, length] has one per

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from shopguide.errors import UserError
-from trainer import corpus, data
+from trainer import corpus, data, seen_bias
 from trainer.checkpoint import Checkpoint
 from trainer.evaluate import evaluate_held_out, evaluate_model
 from trainer.item_index import ItemIndex
@@ -54,13 +54,15 @@ def fit(path: Path | str, config: TrainConfig = TrainConfig(), out: Path | str |
 
 def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
           target: Path | None = None, progress: bool = True) -> None:
-    """Train checkpoint.model in place; it ends holding the best validation weights.
+    """Train checkpoint.model in place; it ends holding the best validation weights, then the
+    seen-item bias fitted to them (kept if validation does not fall).
 
     The checkpoint is saved to `target` at every improvement, so a killed run leaves its best.
     """
     model, rng = checkpoint.model, random.Random(config.seed)
-    cut = data.training_prefixes if config.prefixes else data.training_windows
-    training = data.TrainingSet(cut(split.train, config.max_len), last_only=config.prefixes)
+    prefixes = data.training_prefixes(split.train, config.max_len)
+    training = data.TrainingSet(prefixes if config.prefixes else data.training_windows(split.train, config.max_len),
+                                last_only=config.prefixes)
     negatives = config.negatives_for(model.num_ids)
     optimisers = optimisers_for(model, config, negatives)
     plateaus = [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max", factor=config.lr_decay, patience=config.lr_patience)
@@ -70,7 +72,7 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
     # Scored before the first step, so a fine-tune that only makes things worse hands back the
     # weights it started from (a fresh model's baseline is near zero and is beaten at once).
     best = evaluate_model(model, split.valid_inputs, split.valid_targets)[MONITOR]
-    best_state, stale = copy.deepcopy(model.state_dict()), 0
+    best_state, stale, improved = copy.deepcopy(model.state_dict()), 0, False
     bar = tqdm(range(config.max_epochs), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         started, cpu = time.monotonic(), time.process_time()
@@ -84,7 +86,7 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
         for plateau in plateaus:
             plateau.step(valid[MONITOR])
         if valid[MONITOR] > best:
-            best, best_state, stale = valid[MONITOR], copy.deepcopy(model.state_dict()), 0
+            best, best_state, stale, improved = valid[MONITOR], copy.deepcopy(model.state_dict()), 0, True
             checkpoint.metrics["valid"] = valid
             if target is not None:
                 checkpoint.save(target)
@@ -93,8 +95,26 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
         if stale >= config.patience or time.monotonic() >= deadline:
             break
     model.load_state_dict(best_state)
+    if improved:  # weights handed back untouched stay untouched
+        _fit_seen_bias(checkpoint, prefixes, split, best, rng)
+        if target is not None:
+            checkpoint.save(target)
     model.eval()
     torch.set_num_threads(previous_threads)
+
+
+def _fit_seen_bias(checkpoint: Checkpoint, prefixes: list[list[int]], split: data.Split, best: float,
+                   rng: random.Random) -> None:
+    """Fit the seen-item bias to the trained weights (trainer/seen_bias.py); keep it unless
+    validation falls below the `best` the weights reached with the bias they had."""
+    model = checkpoint.model
+    before = model.seen_bias.clone()
+    model.seen_bias.fill_(seen_bias.fit(model, prefixes, rng))
+    valid = evaluate_model(model, split.valid_inputs, split.valid_targets)
+    if valid[MONITOR] < best:
+        model.seen_bias.copy_(before)
+        return
+    checkpoint.metrics["valid"] = valid
 
 
 def thread_counts(threads: int) -> list[int]:
