@@ -55,14 +55,13 @@ def fit(path: Path | str, config: TrainConfig = TrainConfig(), out: Path | str |
 def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
           target: Path | None = None, progress: bool = True) -> None:
     """Train checkpoint.model in place; it ends holding the best validation weights, then the
-    seen-item bias fitted to them (kept if validation does not fall).
+    seen-item bias chosen for them on validation (trainer/seen_bias.py).
 
     The checkpoint is saved to `target` at every improvement, so a killed run leaves its best.
     """
     model, rng = checkpoint.model, random.Random(config.seed)
-    prefixes = data.training_prefixes(split.train, config.max_len)
-    training = data.TrainingSet(prefixes if config.prefixes else data.training_windows(split.train, config.max_len),
-                                last_only=config.prefixes)
+    cut = data.training_prefixes if config.prefixes else data.training_windows
+    training = data.TrainingSet(cut(split.train, config.max_len), last_only=config.prefixes)
     negatives = config.negatives_for(model.num_ids)
     optimisers = optimisers_for(model, config, negatives)
     plateaus = [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max", factor=config.lr_decay, patience=config.lr_patience)
@@ -96,25 +95,12 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
             break
     model.load_state_dict(best_state)
     if improved:  # weights handed back untouched stay untouched
-        _fit_seen_bias(checkpoint, prefixes, split, best, rng)
+        model.seen_bias.fill_(seen_bias.fit(model, split.valid_inputs, split.valid_targets))
+        checkpoint.metrics["valid"] = evaluate_model(model, split.valid_inputs, split.valid_targets)
         if target is not None:
             checkpoint.save(target)
     model.eval()
     torch.set_num_threads(previous_threads)
-
-
-def _fit_seen_bias(checkpoint: Checkpoint, prefixes: list[list[int]], split: data.Split, best: float,
-                   rng: random.Random) -> None:
-    """Fit the seen-item bias to the trained weights (trainer/seen_bias.py); keep it unless
-    validation falls below the `best` the weights reached with the bias they had."""
-    model = checkpoint.model
-    before = model.seen_bias.clone()
-    model.seen_bias.fill_(seen_bias.fit(model, prefixes, rng))
-    valid = evaluate_model(model, split.valid_inputs, split.valid_targets)
-    if valid[MONITOR] < best:
-        model.seen_bias.copy_(before)
-        return
-    checkpoint.metrics["valid"] = valid
 
 
 def thread_counts(threads: int) -> list[int]:
