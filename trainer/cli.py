@@ -15,7 +15,7 @@ from shopguide.extras import needs
 EVAL_HELP = """Rank each user's held-out item against ALL items (leave-one-out: the last item is the
 test target, the one before it the validation target) and report HR and NDCG at 5, 10, 20 for
 the model and a popularity baseline. Items the user has already seen stay in the ranking, scored
-by the model as it scores them when serving (with its learnt seen-item bias). Writes report.md
+by the model as it scores them when serving (with its seen-item bias). Writes report.md
 and report.png."""
 
 

@@ -1,9 +1,10 @@
 """Full-ranking evaluation: each target is ranked against ALL items, HR and NDCG at 5, 10, 20.
 
 Items the user has already seen stay in the ranking, scored by the model as when serving (with
-its learnt seen-item bias, trainer/model.py). The published S3-Rec/ICLRec/ICSRec code sets their
-scores to 0 before ranking; we leave that to the model, so the evaluation ranks what it serves. Ties count against the target:
-its rank is the number of items scored strictly higher plus those tied with it.
+its seen-item bias, trainer/seen_bias.py). The published S3-Rec/ICLRec/ICSRec code sets their
+scores to 0 before ranking; we leave that to the model, so the evaluation ranks what it serves.
+Ties count against the target: its rank is the number of items scored strictly higher plus those
+tied with it.
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def evaluate_checkpoint(checkpoint, path) -> tuple[dict[str, dict[str, float]], 
                     "has seen stay in the ranking, scored by the model (the S3-Rec/ICLRec/ICSRec code "
                     "sets their scores to 0 before ranking)",
         "model": ", ".join(f"{k}={v}" for k, v in checkpoint.model.args.to_dict().items())
-                 + f", learnt seen-item bias {checkpoint.model.seen_bias.item():+.2f}",
+                 + f", seen-item bias {checkpoint.model.seen_bias.item():+.2f} (chosen on validation)",
         "training": f"{len(checkpoint.history)} epochs, "
                     f"{sum(h['seconds'] for h in checkpoint.history) / 60:.1f} min wall, "
                     f"{sum(h.get('cpu_seconds', 0.0) for h in checkpoint.history) / 60:.1f} min CPU, "
