@@ -72,9 +72,9 @@ def test_a_fresh_demo_serves_a_fast_model_then_rolls_out_a_better_one(kafka_sett
     settings = kafka_settings(data_dir=tmp_path / "data", model_repository=own.model_repository,
                               triton_grpc=own.triton_grpc, triton_http=own.triton_http,
                               triton_metrics_port=own.triton_metrics_port)
-    # A first model of 0.3 s barely learns: trained on for two minutes it improves on validation, even
+    # A first model of 0.3 s barely learns: trained on for a minute it improves on validation, even
     # at the lowest CPU priority on a busy machine.
-    args = argparse.Namespace(shoppers=40, history=5, rate=100.0, show=2, train_minutes=0.005, better_minutes=2.0,
+    args = argparse.Namespace(shoppers=40, history=5, rate=100.0, show=2, train_minutes=0.005, better_minutes=1.0,
                               page_port=free_port(), seed=0)
     started = time.monotonic()
     assert run(args, settings) == 0

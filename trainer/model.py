@@ -3,8 +3,8 @@
 Item embeddings plus position embeddings go through a stack of `BertLayer`s under a causal,
 padding-aware attention mask; the hidden state at each position scores every item in the
 catalogue against the (tied) item table, plus one bias for the items already in the history
-(`seen_bias`: how likely a shopper is to come back to an item, fitted to the training data after
-the rest, trainer/seen_bias.py). Training uses a softmax cross-entropy over the catalogue (see `loss`).
+(`seen_bias`: how much a shopper's coming back to an item is worth, chosen on the validation users
+after training, trainer/seen_bias.py). Training uses a softmax cross-entropy over the catalogue (see `loss`).
 
 With a catalogue (`text_vocab` > 0), an item's vector is its id vector plus its content vector
 from trainer/content.py's text tower, and a search query, encoded by the same tower, is added to
@@ -77,7 +77,7 @@ class NextItemModel(nn.Module):
         self.register_buffer("item_tokens", torch.zeros(args.num_ids if args.text_vocab else 0, ITEM_TOKENS,
                                                         dtype=torch.long), persistent=bool(args.text_vocab))
         self.folded = False  # the content vectors were added into item_embedding (`folded()`)
-        # added to the score of every item already in the history; fitted after training
+        # added to the score of every item already in the history; chosen after training
         # (trainer/seen_bias.py), so the loss never sees it; a buffer, so saved with the weights
         self.register_buffer("seen_bias", torch.zeros(()))
         self.apply(_init_weights)
@@ -149,10 +149,10 @@ class NextItemModel(nn.Module):
 
     def score(self, hidden: torch.Tensor, item_ids: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of every model id for each hidden state after its history item_ids; padding can never win."""
-        scores = self.with_seen(hidden @ (self.item_table() if table is None else table).T, item_ids)
+        scores = self._with_seen(hidden @ (self.item_table() if table is None else table).T, item_ids)
         return scores.index_fill(-1, torch.tensor([PADDING], device=scores.device), NEG_INF)
 
-    def with_seen(self, scores: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+    def _with_seen(self, scores: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """Scores of every model id [batch, num_ids] plus seen_bias where the id is in the row's history
         (padding's included: `score` buries it after). An item held twice is written twice, with
         the same value."""

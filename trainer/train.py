@@ -54,8 +54,10 @@ def fit(path: Path | str, config: TrainConfig = TrainConfig(), out: Path | str |
 
 def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
           target: Path | None = None, progress: bool = True) -> None:
-    """Train checkpoint.model in place; it ends holding the best validation weights, then the
-    seen-item bias chosen for them on validation (trainer/seen_bias.py).
+    """Train checkpoint.model in place; it ends holding the best validation weights (monitored
+    without the seen-item bias), then the seen-item bias chosen for them on validation
+    (trainer/seen_bias.py). Starting weights never beaten come back with the bias chosen again,
+    never worse on validation than the one they came with (both come from the same grid, or 0).
 
     The checkpoint is saved to `target` at every improvement, so a killed run leaves its best.
     """
@@ -68,10 +70,13 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
                 for o in optimisers]
     deadline = time.monotonic() + 60.0 * config.max_minutes
     threads, previous_threads = thread_counts(config.threads), torch.get_num_threads()
+    # Monitored without the seen-item bias, whatever the starting weights carried (a fine-tune's new
+    # events may come back to items more or less often than the old ones did); chosen again at the end.
+    model.seen_bias.zero_()
     # Scored before the first step, so a fine-tune that only makes things worse hands back the
     # weights it started from (a fresh model's baseline is near zero and is beaten at once).
     best = evaluate_model(model, split.valid_inputs, split.valid_targets)[MONITOR]
-    best_state, stale, improved = copy.deepcopy(model.state_dict()), 0, False
+    best_state, stale = copy.deepcopy(model.state_dict()), 0
     bar = tqdm(range(config.max_epochs), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         started, cpu = time.monotonic(), time.process_time()
@@ -85,7 +90,7 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
         for plateau in plateaus:
             plateau.step(valid[MONITOR])
         if valid[MONITOR] > best:
-            best, best_state, stale, improved = valid[MONITOR], copy.deepcopy(model.state_dict()), 0, True
+            best, best_state, stale = valid[MONITOR], copy.deepcopy(model.state_dict()), 0
             checkpoint.metrics["valid"] = valid
             if target is not None:
                 checkpoint.save(target)
@@ -94,11 +99,10 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
         if stale >= config.patience or time.monotonic() >= deadline:
             break
     model.load_state_dict(best_state)
-    if improved:  # weights handed back untouched stay untouched
-        model.seen_bias.fill_(seen_bias.fit(model, split.valid_inputs, split.valid_targets))
-        checkpoint.metrics["valid"] = evaluate_model(model, split.valid_inputs, split.valid_targets)
-        if target is not None:
-            checkpoint.save(target)
+    model.seen_bias.fill_(seen_bias.fit(model, split.valid_inputs, split.valid_targets))
+    checkpoint.metrics["valid"] = evaluate_model(model, split.valid_inputs, split.valid_targets)
+    if target is not None:
+        checkpoint.save(target)
     model.eval()
     torch.set_num_threads(previous_threads)
 
