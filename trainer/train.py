@@ -55,9 +55,8 @@ def fit(path: Path | str, config: TrainConfig = TrainConfig(), out: Path | str |
 def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
           target: Path | None = None, progress: bool = True) -> None:
     """Train checkpoint.model in place; it ends holding the best validation weights (monitored
-    without the seen-item bias), then the seen-item bias chosen for them on validation
-    (trainer/seen_bias.py). Starting weights never beaten come back with the bias chosen again,
-    never worse on validation than the one they came with (both come from the same grid, or 0).
+    without the seen-item bias) and the seen-item bias chosen for them on validation
+    (trainer/seen_bias.py), or, if those do worse on validation, the weights and bias it came with.
 
     The checkpoint is saved to `target` at every improvement, so a killed run leaves its best.
     """
@@ -70,13 +69,17 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
                 for o in optimisers]
     deadline = time.monotonic() + 60.0 * config.max_minutes
     threads, previous_threads = thread_counts(config.threads), torch.get_num_threads()
-    # Monitored without the seen-item bias, whatever the starting weights carried (a fine-tune's new
-    # events may come back to items more or less often than the old ones did); chosen again at the end.
-    model.seen_bias.zero_()
     # Scored before the first step, so a fine-tune that only makes things worse hands back the
     # weights it started from (a fresh model's baseline is near zero and is beaten at once).
-    best = evaluate_model(model, split.valid_inputs, split.valid_targets)[MONITOR]
-    best_state, stale = copy.deepcopy(model.state_dict()), 0
+    came_with = evaluate_model(model, split.valid_inputs, split.valid_targets)
+    start_state = best_state = copy.deepcopy(model.state_dict())
+    stale = 0
+    # Monitored without the seen-item bias, whatever the starting weights carried (a fine-tune's new
+    # events may come back to items more or less often than the old ones did); chosen again at the end.
+    best = came_with[MONITOR]
+    if model.seen_bias.item():
+        model.seen_bias.zero_()
+        best = evaluate_model(model, split.valid_inputs, split.valid_targets)[MONITOR]
     bar = tqdm(range(config.max_epochs), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         started, cpu = time.monotonic(), time.process_time()
@@ -98,13 +101,24 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
             stale += 1
         if stale >= config.patience or time.monotonic() >= deadline:
             break
-    model.load_state_dict(best_state)
-    model.seen_bias.fill_(seen_bias.fit(model, split.valid_inputs, split.valid_targets))
-    checkpoint.metrics["valid"] = evaluate_model(model, split.valid_inputs, split.valid_targets)
+    _hand_back(checkpoint, split, best_state, (start_state, came_with))
     if target is not None:
         checkpoint.save(target)
     model.eval()
     torch.set_num_threads(previous_threads)
+
+
+def _hand_back(checkpoint: Checkpoint, split: data.Split, best_state: dict, start: tuple[dict, dict]) -> None:
+    """Load the best weights with the seen-item bias chosen for them, or the starting weights as
+    they came (start: their state and validation metrics) if those did better on validation."""
+    model, (start_state, came_with) = checkpoint.model, start
+    model.load_state_dict(best_state)
+    model.seen_bias.fill_(seen_bias.fit(model, split.valid_inputs, split.valid_targets))
+    valid = evaluate_model(model, split.valid_inputs, split.valid_targets)
+    if valid[MONITOR] < came_with[MONITOR]:
+        model.load_state_dict(start_state)
+        valid = came_with
+    checkpoint.metrics["valid"] = valid
 
 
 def thread_counts(threads: int) -> list[int]:
