@@ -101,17 +101,18 @@ def train(checkpoint: Checkpoint, split: data.Split, config: TrainConfig,
             stale += 1
         if stale >= config.patience or time.monotonic() >= deadline:
             break
-    _hand_back(checkpoint, split, best_state, (start_state, came_with))
+    _hand_back(checkpoint, split, best_state, start_state, came_with)
     if target is not None:
         checkpoint.save(target)
     model.eval()
     torch.set_num_threads(previous_threads)
 
 
-def _hand_back(checkpoint: Checkpoint, split: data.Split, best_state: dict, start: tuple[dict, dict]) -> None:
+def _hand_back(checkpoint: Checkpoint, split: data.Split, best_state: dict, start_state: dict,
+               came_with: dict[str, float]) -> None:
     """Load the best weights with the seen-item bias chosen for them, or the starting weights as
-    they came (start: their state and validation metrics) if those did better on validation."""
-    model, (start_state, came_with) = checkpoint.model, start
+    they came (start_state, whose validation metrics are came_with) if those did better on validation."""
+    model = checkpoint.model
     model.load_state_dict(best_state)
     model.seen_bias.fill_(seen_bias.fit(model, split.valid_inputs, split.valid_targets))
     valid = evaluate_model(model, split.valid_inputs, split.valid_targets)
