@@ -35,5 +35,11 @@ def test_sessions_move_with_their_partition(kafka_settings, start_worker, produc
                    what="second click applied on top of the first, on whichever worker holds the user")
     assert all(s.items == (0, 1) for s in latest_sessions(sessions.records).values())
     assert second.value("shopguide_events_consumed_total") > 0
-    assert first.value("shopguide_events_consumed_total") == len(USERS) + (
-        len(USERS) - second.value("shopguide_events_consumed_total"))
+    # A partition that moves again before its offsets were committed is read again by its new
+    # owner (at least once); what must hold is that no event is applied twice.
+    assert applied(first) + applied(second) == 2 * len(USERS)
+    assert applied(first) >= len(USERS)
+
+
+def applied(worker) -> float:
+    return worker.value("shopguide_events_consumed_total") - worker.value("shopguide_events_already_applied_total")
