@@ -58,10 +58,13 @@ class Settings:
     recommend_k: int = _setting(10, "SHOPGUIDE_RECOMMEND_K", "items per recommendation", between(1))
     batch_max: int = _setting(1000, "SHOPGUIDE_BATCH_MAX", "events per agent batch (one Triton call each)",
                               between(1, TRITON_MAX_BATCH))
-    batch_wait_s: float = _setting(0.01, "SHOPGUIDE_BATCH_WAIT", "longest wait to fill an agent batch (s)", SECONDS)
+    batch_wait_s: float = _setting(0.01, "SHOPGUIDE_BATCH_WAIT",
+                                   "longest an agent batch waits for more after its first event (s)", SECONDS)
     fetch_min_bytes: int = _setting(65_536, "SHOPGUIDE_FETCH_MIN_BYTES",
-                                    "bytes a worker's fetch waits for, up to the batch wait (1: answer every fetch at once)",
-                                    between(1))
+                                    "bytes a worker's fetch waits for, up to SHOPGUIDE_FETCH_WAIT (1: answer every fetch "
+                                    "at once)", between(1))
+    fetch_wait_s: float = _setting(0.01, "SHOPGUIDE_FETCH_WAIT", "longest a worker's fetch waits for "
+                                   "SHOPGUIDE_FETCH_MIN_BYTES (s)", SECONDS)
     answer_cache: int = _setting(10_000, "SHOPGUIDE_ANSWER_CACHE",
                                  "model answers kept for reuse while a history is unchanged (0: none)", between(0))
     # A search's results are browsed in the next few clicks, within minutes; past that the history,

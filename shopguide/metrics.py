@@ -31,6 +31,14 @@ class WorkerMetrics:
                                         buckets=LATENCY_BUCKETS, registry=registry)
         self.triton_batch = Histogram("shopguide_triton_batch_size", "Users in one Triton call",
                                       buckets=BATCH_BUCKETS, registry=registry)
+        self.batch_events = Histogram("shopguide_batch_events", "Events in one agent batch",
+                                      buckets=BATCH_BUCKETS + (1024,), registry=registry)
+        self.batch_phase = Histogram("shopguide_batch_phase_seconds", "One agent batch's time in each phase: queued "
+                                     "(its oldest event, from its Kafka timestamp until the batch is handed over: "
+                                     "the producer's linger, the broker, the fetch, the batch wait), fold (decode, "
+                                     "sessions, changelog queued), answer (the recommender, its Triton call included), "
+                                     "confirm (until Kafka has every record)", ["phase"],
+                                     buckets=LATENCY_BUCKETS, registry=registry)
         self.steered = Counter("shopguide_recommendations_steered", "Model answers a search query steered (its own "
                                "and the session's next events, SHOPGUIDE_QUERY_EVENTS)", registry=registry)
         self.inferences_saved = Counter("shopguide_inferences_saved", "Model answers reused instead of inferred: "

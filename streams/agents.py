@@ -1,6 +1,7 @@
 """The session agent: decode, validate, dead-letter or fold into the user's session, hand on.
 
-Events arrive in batches (Faust `take_events`); sessions live in a SessionStore (this worker's
+Events arrive in batches (`faust_internals.take_batches`: up to SHOPGUIDE_BATCH_MAX, each at most
+SHOPGUIDE_BATCH_WAIT after its first event arrived); sessions live in a SessionStore (this worker's
 partitions, recovered in bulk from the changelog). Each batch queues every touched session's
 changelog record once, hands one SessionUpdate per accepted event to the sink (the recommender,
 which queues its answers in the same outbox), and then waits until Kafka has confirmed all of it;
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from shopguide.metrics import WorkerMetrics
+from streams import faust_internals
 from streams.delivery import Outbox, Record, dead_letter
 from streams.events import Event, Id, RejectedEvent, decode, user_key
 from streams.session_store import SessionStore
@@ -78,8 +80,10 @@ class SessionAgent:
         self.next_sweep = time.monotonic() + SWEEP_EVERY_S
 
     async def run(self, stream) -> None:
-        async for batch in stream.take_events(*self.take):
+        async for batch in faust_internals.take_batches(stream, *self.take):
             try:
+                self.metrics.batch_phase.labels("queued").observe(max(time.time() - batch[0].message.timestamp, 0.0))
+                self.metrics.batch_events.observe(len(batch))
                 await self.process(batch)
                 if time.monotonic() >= self.next_sweep:
                     await self.evict_idle()
@@ -89,6 +93,7 @@ class SessionAgent:
                 os._exit(CRASH_EXIT)
 
     async def process(self, batch) -> None:
+        started = time.perf_counter()
         sessions: dict[bytes, tuple[Session, int]] = {}
         updates: list[SessionUpdate] = []
         for faust_event in batch:
@@ -108,9 +113,15 @@ class SessionAgent:
         packed = {key: session.pack() for key, (session, _) in sessions.items()}
         for key, (_, partition) in sessions.items():
             await self.outbox.put(Record("changelog", self.changelog, key, packed[key], partition))
+        folded = time.perf_counter()
         if updates:
             await self.sink(updates)
+        answered = time.perf_counter()
         await self.outbox.confirm()
+        phases = self.metrics.batch_phase
+        phases.labels("fold").observe(folded - started)
+        phases.labels("answer").observe(answered - folded)
+        phases.labels("confirm").observe(time.perf_counter() - answered)
         for key, (session, partition) in sessions.items():
             self.store.put(partition, key, packed[key])
             self.seen_at[key] = session.last_seen

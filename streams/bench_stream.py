@@ -18,6 +18,7 @@ import faust
 
 from shopguide.config import Settings
 from shopguide.kafka_security import client_kwargs
+from streams import faust_internals
 from streams.events import Event
 
 USERS = 20_000
@@ -57,7 +58,7 @@ def create_passthrough_app(settings: Settings) -> faust.App:
 
     @app.agent(source, name="passthrough")
     async def passthrough(stream):
-        async for batch in stream.take_events(settings.batch_max, settings.batch_wait_s):
+        async for batch in faust_internals.take_batches(stream, settings.batch_max, settings.batch_wait_s):
             for event in batch:
                 sink.send_soon(key=event.message.key, value=event.message.value)
 

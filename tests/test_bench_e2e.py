@@ -1,10 +1,15 @@
 """The pure parts of `bench e2e`: the offered events, the histories Triton is measured on, and the
-split of profile samples into the pipeline's parts."""
+split of profile samples into the pipeline's parts, a stage's mean batch from the worker's counters."""
 import itertools
+from types import SimpleNamespace
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from console.bench_capacity import histories
-from console.bench_e2e import SEARCH, _with_searches
+from console.bench_e2e import SEARCH, _batch_means, _with_searches, _work
 from console.bench_profile import WORKER_PARTS, split_samples
+from shopguide.metrics import WorkerMetrics
 
 
 def test_a_search_for_words_of_its_items_title_precedes_a_click_at_the_probability_asked():
@@ -33,3 +38,24 @@ def test_samples_go_to_the_first_part_in_their_stack():
     shares = split_samples(lines, WORKER_PARTS)
     assert shares == {"sends": 0.375, "session fold": 0.125, "other": 0.5}  # waiting in epoll is no work
     assert list(itertools.islice(shares, 1)) == ["sends"]
+
+
+def test_a_stages_mean_batch_comes_from_the_workers_counters():
+    metrics = WorkerMetrics(CollectorRegistry())
+
+    def worker():
+        text = generate_latest(metrics.registry).decode()
+        return SimpleNamespace(samples=lambda: [s for f in text_string_to_metric_families(text) for s in f.samples])
+
+    metrics.batch_events.observe(7)
+    metrics.batch_phase.labels("answer").observe(1.0)
+    before = _work(worker())
+    for events, answer in ((10, 0.020), (30, 0.040)):
+        metrics.batch_events.observe(events)
+        metrics.batch_phase.labels("answer").observe(answer)
+        metrics.batch_phase.labels("queued").observe(0.015)
+        metrics.triton_latency.observe(answer / 2)
+    done = {name: value - before.get(name, 0.0) for name, value in _work(worker()).items()}
+    means = _batch_means(done)
+    assert means["events"] == 20 and abs(means["answer"] - 30) < 1e-9 and abs(means["queued"] - 15) < 1e-9
+    assert abs(means["triton"] - 15) < 1e-9 and means["fold"] == means["confirm"] == 0

@@ -38,6 +38,9 @@ def record_traffic(worker: WorkerMetrics) -> None:
         worker.latency.observe(seconds)
         worker.triton_latency.observe(seconds / 2)
     worker.triton_batch.observe(24)
+    worker.batch_events.observe(30)
+    for phase, seconds in (("queued", 0.015), ("fold", 0.001), ("answer", 0.02), ("confirm", 0.003)):
+        worker.batch_phase.labels(phase).observe(seconds)
     for partition in range(4):
         worker.lag.labels(topic="shop.clicks", partition=str(partition)).set(partition * 10)
     worker.sessions.set(48)

@@ -32,6 +32,7 @@ BAD = [
     ("SHOPGUIDE_REPLICATION", "0", "an integer >= 1"),
     ("SHOPGUIDE_SESSION_TTL", "-1", "a finite number of seconds > 0"),
     ("SHOPGUIDE_BATCH_WAIT", "0", "a finite number of seconds > 0"),
+    ("SHOPGUIDE_FETCH_WAIT", "-0.01", "a finite number of seconds > 0"),
     ("SHOPGUIDE_SESSION_TIMEOUT", "nan", "a finite number of seconds > 0"),
     ("SHOPGUIDE_HEARTBEAT", "-1", "a finite number of seconds > 0"),
     ("SHOPGUIDE_REBALANCE_TIMEOUT", "0", "a finite number of seconds > 0"),
