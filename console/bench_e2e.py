@@ -215,7 +215,7 @@ def _stage(settings, watcher, events, rate: float, seconds: float, drain: float,
     generator does not share an interpreter (and its lock) with the consumer taking the time."""
     first = len(watcher.records)
     count = int(rate * seconds)
-    before = _work(worker)
+    before = _work(worker.samples() + _triton_samples(settings))
     offered = offer(settings, list(itertools.islice(events, count)), rate)
     watcher.wait_for(first + count, drain)
     records = watcher.records[first:first + count]
@@ -226,7 +226,8 @@ def _stage(settings, watcher, events, rate: float, seconds: float, drain: float,
           f"p99 {stage.percentile(0.99):,.0f} ms")
     watcher.wait_for(first + count, 60)  # let a backlog clear before the next stage
     _settle(worker)
-    done = {name: value - before.get(name, 0.0) for name, value in _work(worker).items()}
+    done = {name: value - before.get(name, 0.0)
+            for name, value in _work(worker.samples() + _triton_samples(settings)).items()}
     consumed = max(done["consumed"], 1)
     stage.inferred, stage.steered = done["inferred"] / consumed, done["steered"] / consumed
     stage.batch = _batch_means(done)
@@ -248,15 +249,21 @@ def _settle(worker, timeout_s: float = 60.0) -> None:
 WORK = {"shopguide_triton_batch_size_sum": "inferred", "shopguide_events_consumed_total": "consumed",
         "shopguide_recommendations_steered_total": "steered", "shopguide_batch_events_sum": "events",
         "shopguide_batch_events_count": "batches", "shopguide_triton_request_seconds_sum": "triton",
-        "shopguide_triton_request_seconds_count": "calls"}
+        "shopguide_triton_request_seconds_count": "calls",
+        # Triton's own, summed over its requests (microseconds)
+        "nv_inference_request_success": "requests", "nv_inference_request_duration_us": "server_us",
+        "nv_inference_queue_duration_us": "queue_us", "nv_inference_compute_input_duration_us": "compute_us",
+        "nv_inference_compute_infer_duration_us": "compute_us", "nv_inference_compute_output_duration_us": "compute_us"}
 PHASES = ("queued", "fold", "answer", "confirm")
 
 
-def _work(worker) -> dict[str, float]:
-    """The worker's counters so far: histories sent to Triton, events consumed, model answers a
-    query steered, batches and their events, Triton calls and their seconds, seconds per batch phase."""
+def _work(samples: list) -> dict[str, float]:
+    """The counters in `samples` that a stage's figures come from: the worker's (histories sent to
+    Triton, events consumed, model answers a query steered, batches and their events, Triton calls
+    and their seconds, seconds per batch phase) and Triton's (requests, and their time in the
+    server, queued and computing)."""
     work = {}
-    for sample in worker.samples():
+    for sample in samples:
         name = WORK.get(sample.name)
         if sample.name == "shopguide_batch_phase_seconds_sum":
             name = sample.labels["phase"]
@@ -265,11 +272,30 @@ def _work(worker) -> dict[str, float]:
     return work
 
 
+def _triton_samples(settings: Settings) -> list:
+    """Every sample of Triton's metrics endpoint (none if it does not answer)."""
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+    from serving.triton import split_address
+
+    url = f"http://{split_address(settings.triton_grpc)[0]}:{settings.triton_metrics_port}/metrics"
+    try:
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return []
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
 def _batch_means(done: dict[str, float]) -> dict[str, float]:
-    """A stage's mean batch: its events, and milliseconds per phase and in Triton's call."""
+    """A stage's mean batch: its events, milliseconds per phase and in a Triton call, and a request's
+    milliseconds inside Triton (all of it, queued, computing)."""
     batches = max(done.get("batches", 0.0), 1)
+    requests = max(done.get("requests", 0.0), 1)
     means = {"events": done.get("events", 0.0) / batches,
              "triton": 1000 * done.get("triton", 0.0) / max(done.get("calls", 0.0), 1)}
+    means |= {part: done.get(f"{part}_us", 0.0) / 1000 / requests for part in ("server", "queue", "compute")}
     return means | {phase: 1000 * done.get(phase, 0.0) / batches for phase in PHASES}
 
 
@@ -344,7 +370,8 @@ def _print(capacities: dict, latency: Stage, stages: list[Stage], profile) -> No
         b = latency.batch
         print(f"its mean batch: {b['events']:.1f} events; the oldest queued {b['queued']:.1f} ms (the storefront's "
               f"linger, Kafka, the fetch, the batch wait), then fold {b['fold']:.1f} ms, answer {b['answer']:.1f} ms "
-              f"(a Triton call {b['triton']:.1f} ms), confirm {b['confirm']:.1f} ms")
+              f"(a Triton call {b['triton']:.1f} ms: {b['server']:.1f} in the server, {b['queue']:.1f} of it queued "
+              f"and {b['compute']:.1f} computing), confirm {b['confirm']:.1f} ms")
     if profile is not None:
         print(profile.report(latency.sent))
 

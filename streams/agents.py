@@ -82,7 +82,8 @@ class SessionAgent:
     async def run(self, stream) -> None:
         async for batch in faust_internals.take_batches(stream, *self.take):
             try:
-                self.metrics.batch_phase.labels("queued").observe(max(time.time() - batch[0].message.timestamp, 0.0))
+                oldest = min(event.message.timestamp for event in batch)
+                self.metrics.batch_phase.labels("queued").observe(max(time.time() - oldest, 0.0))
                 self.metrics.batch_events.observe(len(batch))
                 await self.process(batch)
                 if time.monotonic() >= self.next_sweep:

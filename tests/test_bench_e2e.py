@@ -1,7 +1,6 @@
 """The pure parts of `bench e2e`: the offered events, the histories Triton is measured on, and the
 split of profile samples into the pipeline's parts, a stage's mean batch from the worker's counters."""
 import itertools
-from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -40,22 +39,30 @@ def test_samples_go_to_the_first_part_in_their_stack():
     assert list(itertools.islice(shares, 1)) == ["sends"]
 
 
-def test_a_stages_mean_batch_comes_from_the_workers_counters():
+def test_a_stages_mean_batch_comes_from_the_workers_and_tritons_counters():
     metrics = WorkerMetrics(CollectorRegistry())
+    served = {"requests": 0, "us": 0}
 
-    def worker():
-        text = generate_latest(metrics.registry).decode()
-        return SimpleNamespace(samples=lambda: [s for f in text_string_to_metric_families(text) for s in f.samples])
+    def samples():
+        text = generate_latest(metrics.registry).decode() + "".join(
+            f'{name}{{model="next_item",version="{version}"}} {value}\n'
+            for version in (1, 2) for name, value in (
+                ("nv_inference_request_success", served["requests"]), ("nv_inference_request_duration_us", served["us"]),
+                ("nv_inference_queue_duration_us", served["us"] / 10),
+                ("nv_inference_compute_infer_duration_us", served["us"] / 2)))
+        return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
     metrics.batch_events.observe(7)
     metrics.batch_phase.labels("answer").observe(1.0)
-    before = _work(worker())
+    before = _work(samples())
     for events, answer in ((10, 0.020), (30, 0.040)):
         metrics.batch_events.observe(events)
         metrics.batch_phase.labels("answer").observe(answer)
         metrics.batch_phase.labels("queued").observe(0.015)
         metrics.triton_latency.observe(answer / 2)
-    done = {name: value - before.get(name, 0.0) for name, value in _work(worker()).items()}
+    served.update(requests=2, us=8000)  # per version: 4 requests of 4 ms in all
+    done = {name: value - before.get(name, 0.0) for name, value in _work(samples()).items()}
     means = _batch_means(done)
     assert means["events"] == 20 and abs(means["answer"] - 30) < 1e-9 and abs(means["queued"] - 15) < 1e-9
     assert abs(means["triton"] - 15) < 1e-9 and means["fold"] == means["confirm"] == 0
+    assert (means["server"], means["queue"], means["compute"]) == (4.0, 0.4, 2.0)
