@@ -250,10 +250,11 @@ WORK = {"shopguide_triton_batch_size_sum": "inferred", "shopguide_events_consume
         "shopguide_recommendations_steered_total": "steered", "shopguide_batch_events_sum": "events",
         "shopguide_batch_events_count": "batches", "shopguide_triton_request_seconds_sum": "triton",
         "shopguide_triton_request_seconds_count": "calls",
-        # Triton's own, summed over its requests (microseconds)
-        "nv_inference_request_success": "requests", "nv_inference_request_duration_us": "server_us",
-        "nv_inference_queue_duration_us": "queue_us", "nv_inference_compute_input_duration_us": "compute_us",
-        "nv_inference_compute_infer_duration_us": "compute_us", "nv_inference_compute_output_duration_us": "compute_us"}
+        # Triton's own counters (as parsed: with _total), summed over its requests (microseconds)
+        "nv_inference_request_success_total": "requests", "nv_inference_request_duration_us_total": "server_us",
+        "nv_inference_queue_duration_us_total": "queue_us", "nv_inference_compute_input_duration_us_total": "compute_us",
+        "nv_inference_compute_infer_duration_us_total": "compute_us",
+        "nv_inference_compute_output_duration_us_total": "compute_us"}
 PHASES = ("queued", "fold", "answer", "confirm")
 
 

@@ -44,9 +44,9 @@ def test_a_stages_mean_batch_comes_from_the_workers_and_tritons_counters():
     served = {"requests": 0, "us": 0}
 
     def samples():
-        text = generate_latest(metrics.registry).decode() + "".join(
-            f'{name}{{model="next_item",version="{version}"}} {value}\n'
-            for version in (1, 2) for name, value in (
+        text = generate_latest(metrics.registry).decode() + "".join(  # as Triton serves them
+            f'# TYPE {name} counter\n{name}{{model="next_item",version="1"}} {value}\n'
+            f'{name}{{model="next_item",version="2"}} {value}\n' for name, value in (
                 ("nv_inference_request_success", served["requests"]), ("nv_inference_request_duration_us", served["us"]),
                 ("nv_inference_queue_duration_us", served["us"] / 10),
                 ("nv_inference_compute_infer_duration_us", served["us"] / 2)))
