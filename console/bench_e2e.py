@@ -250,7 +250,7 @@ WORK = {"shopguide_triton_batch_size_sum": "inferred", "shopguide_events_consume
         "shopguide_recommendations_steered_total": "steered", "shopguide_batch_events_sum": "events",
         "shopguide_batch_events_count": "batches", "shopguide_triton_request_seconds_sum": "triton",
         "shopguide_triton_request_seconds_count": "calls",
-        # Triton's own counters (as parsed: with _total), summed over its requests (microseconds)
+        # Triton's own counters (parsed with _total), summed over its requests (microseconds)
         "nv_inference_request_success_total": "requests", "nv_inference_request_duration_us_total": "server_us",
         "nv_inference_queue_duration_us_total": "queue_us", "nv_inference_compute_input_duration_us_total": "compute_us",
         "nv_inference_compute_infer_duration_us_total": "compute_us",
@@ -274,19 +274,11 @@ def _work(samples: list) -> dict[str, float]:
 
 
 def _triton_samples(settings: Settings) -> list:
-    """Every sample of Triton's metrics endpoint (none if it does not answer)."""
-    import urllib.error
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
+    """Every sample of Triton's metrics page (none if it does not answer)."""
     from serving.triton import split_address
+    from shopguide.metrics import scrape
 
-    url = f"http://{split_address(settings.triton_grpc)[0]}:{settings.triton_metrics_port}/metrics"
-    try:
-        text = urllib.request.urlopen(url, timeout=5).read().decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return []
-    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    return scrape(f"http://{split_address(settings.triton_grpc)[0]}:{settings.triton_metrics_port}/metrics")
 
 
 def _batch_means(done: dict[str, float]) -> dict[str, float]:

@@ -84,3 +84,18 @@ class FinetuneMetrics:
                                        registry=registry)
         self.last_run = Gauge("shopguide_finetune_last_run_timestamp_seconds", "When the last run ended",
                               registry=registry)
+
+
+def scrape(url: str, timeout_s: float = 5.0) -> list:
+    """Every sample served at the Prometheus page `url` (none while nothing answers there); the
+    parser names a counter's samples with `_total`."""
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = urllib.request.urlopen(url, timeout=timeout_s).read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return []
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]

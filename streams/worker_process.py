@@ -7,10 +7,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 from shopguide.config import Settings
+from shopguide.metrics import scrape
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -43,14 +42,7 @@ class WorkerProcess:
 
     def samples(self) -> list:
         """Every sample of the worker's /metrics (empty while its web server is not up)."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        url = f"http://127.0.0.1:{self.settings.worker_port}/metrics"
-        try:
-            text = urllib.request.urlopen(url, timeout=5).read().decode()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return []
-        return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+        return scrape(f"http://127.0.0.1:{self.settings.worker_port}/metrics")
 
     def value(self, name: str, **labels) -> float:
         return sum(s.value for s in self.samples() if s.name == name and labels.items() <= s.labels.items())
