@@ -215,7 +215,7 @@ def _stage(settings, watcher, events, rate: float, seconds: float, drain: float,
     generator does not share an interpreter (and its lock) with the consumer taking the time."""
     first = len(watcher.records)
     count = int(rate * seconds)
-    before = _work(worker.samples() + _triton_samples(settings))
+    before = _counters(worker, settings)
     offered = offer(settings, list(itertools.islice(events, count)), rate)
     watcher.wait_for(first + count, drain)
     records = watcher.records[first:first + count]
@@ -226,8 +226,7 @@ def _stage(settings, watcher, events, rate: float, seconds: float, drain: float,
           f"p99 {stage.percentile(0.99):,.0f} ms")
     watcher.wait_for(first + count, 60)  # let a backlog clear before the next stage
     _settle(worker)
-    done = {name: value - before.get(name, 0.0)
-            for name, value in _work(worker.samples() + _triton_samples(settings)).items()}
+    done = {name: value - before.get(name, 0.0) for name, value in _counters(worker, settings).items()}
     consumed = max(done["consumed"], 1)
     stage.inferred, stage.steered = done["inferred"] / consumed, done["steered"] / consumed
     stage.batch = _batch_means(done)
@@ -271,6 +270,11 @@ def _work(samples: list) -> dict[str, float]:
         if name:
             work[name] = work.get(name, 0.0) + sample.value
     return work
+
+
+def _counters(worker, settings: Settings) -> dict[str, float]:
+    """The worker's and Triton's counters now (`_work`)."""
+    return _work(worker.samples() + _triton_samples(settings))
 
 
 def _triton_samples(settings: Settings) -> list:
