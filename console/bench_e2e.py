@@ -12,7 +12,8 @@ storefront process of its own; latency is the recommendation's arrival at a stor
 minus its event's Kafka timestamp. A stage is sustained when the producer kept the rate, every
 recommendation arrived within the drain time after the last event, and p99 latency stayed under
 --max-p99 (a backlog that only drains after the load stops is not keeping up). The steps stop at
-the first stage not sustained; the latency stage follows at half the highest sustained rate.
+the first stage not sustained; --refine stages then bisect between it and the step below it, and
+the latency stage follows at half the highest sustained rate.
 
 Every run starts from empty sessions on topics and a worker group of its own (deleted after), so
 figures do not depend on what earlier runs left in the broker.
@@ -51,6 +52,9 @@ def register(bench) -> None:
     e2e.add_argument("--steps", type=float, nargs="+", default=[0.4, 0.55, 0.7, 0.85, 1.0],
                      help="offered rates for the highest sustained rate, as fractions of the run's pass-through "
                           "rate (default 0.4 0.55 0.7 0.85 1.0)")
+    e2e.add_argument("--refine", type=int, default=2,
+                     help="stages that halve the gap between the highest sustained step and the first that was "
+                          "not, for a finer highest sustained rate (default 2)")
     e2e.add_argument("--rate", type=float,
                      help="offered load of the latency stage (default: half the highest sustained rate)")
     e2e.add_argument("--search-share", type=float, default=0.1,
@@ -107,6 +111,8 @@ def run(args, settings: Settings) -> int:
         raise UserError(f"--search-share {args.search_share:g}: expected a probability from 0 to below 1")
     if min(args.steps + [args.seconds, args.passthrough_events, args.triton_batch, args.triton_concurrency]) <= 0:
         raise UserError("--steps, --seconds, --passthrough-events, --triton-batch and --triton-concurrency must be positive")
+    if args.refine < 0:
+        raise UserError(f"--refine {args.refine}: expected 0 or more stages")
     clicks = itertools.cycle([(i.user, i.item) for i in read(settings.data_dir / TOYS)])
     settings = own_pipeline(settings, f"bench-{uuid.uuid4().hex[:8]}")
     with local_stack(settings, args.train_minutes) as worker:
@@ -149,6 +155,10 @@ def _measure(args, settings: Settings, worker, events):
             stages.append(_stage(settings, watcher, events, rate, args.seconds, args.drain, args.max_p99, worker))
             if not stages[-1].sustained:
                 break
+        for _ in range(args.refine):
+            if (rate := _halfway(stages)) is None:
+                break
+            stages.append(_stage(settings, watcher, events, rate, args.seconds, args.drain, args.max_p99, worker))
         best = max((s.target for s in stages if s.sustained), default=rates[0])
         with _profiled(args.profile, settings, worker, args.seconds) as profile:
             latency = _stage(settings, watcher, events, args.rate or best / 2, args.seconds, args.drain,
@@ -157,6 +167,16 @@ def _measure(args, settings: Settings, worker, events):
         gc.enable()
         watcher.stop()
     return {"passthrough": passthrough, "triton": triton}, latency, stages, profile
+
+
+def _halfway(stages: list[Stage]) -> float | None:
+    """The rate halfway between the highest sustained stage and the lowest one not sustained; None
+    without both, or when a stage failed below one sustained (then the noise is wider than the gap)."""
+    best = max((s.target for s in stages if s.sustained), default=None)
+    failed = min((s.target for s in stages if not s.sustained), default=None)
+    if best is None or failed is None or failed < best:
+        return None
+    return round((best + failed) / 2, -1)
 
 
 def _profiled(directory: Path | None, settings: Settings, worker, seconds: float):
@@ -345,7 +365,7 @@ async def _paced(settings: Settings, clicks: list[tuple], rate: float) -> float:
 def _print(capacities: dict, latency: Stage, stages: list[Stage], profile) -> None:
     print(f"\n{'target/s':>9} {'offered/s':>10} {'answered':>13} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
           f"  {'in worker p50/p99':>17} {'fallbacks':>9} {'inferred':>8} {'steered':>7}  sustained")
-    for s in [*stages, latency]:
+    for s in [*sorted(stages, key=lambda s: s.target), latency]:
         print(f"{s.target:>9,.0f} {s.offered:>10,.0f} {s.received:>6,}/{s.sent:<6,} {s.percentile(0.5):>8,.1f} "
               f"{s.percentile(0.95):>8,.1f} {s.percentile(0.99):>8,.1f}  "
               f"{s.percentile(0.5, 'in_worker'):>8,.1f}/{s.percentile(0.99, 'in_worker'):<8,.1f} {s.fallbacks:>9,} "
@@ -354,7 +374,7 @@ def _print(capacities: dict, latency: Stage, stages: list[Stage], profile) -> No
     best = max((s.target for s in stages if s.sustained), default=0.0)
     print(f"\ncapacities in this run: Faust pass-through {passthrough:,.0f} events/s (the faster of two passes); "
           f"Triton {triton['users_per_s']:,.0f} users/s (micro-batches of {triton['batch']:.0f}, p50 {triton['p50_ms']:.1f} ms)")
-    bound = "at least " if stages[-1].sustained else ""  # every step sustained: the top one is a lower bound
+    bound = "at least " if all(s.sustained for s in stages) else ""  # the top step is then a lower bound
     if best:
         print(f"highest sustained rate: {bound}{best:,.0f} events/s = {best / passthrough:.2f} x pass-through, "
               f"{best / triton['users_per_s']:.2f} x Triton's users/s (goal >= 0.7 x pass-through)")
@@ -380,6 +400,7 @@ def _plot(stages: list[Stage], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    stages = sorted(stages, key=lambda s: s.target)
     for q, label in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
         ax.plot([s.target for s in stages], [s.percentile(q) for s in stages], marker="o", label=label)
     ax.set_xlabel("offered load (events/s)")

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from console.bench_capacity import histories
-from console.bench_e2e import SEARCH, _batch_means, _with_searches, _work
+from console.bench_e2e import SEARCH, Stage, _batch_means, _halfway, _with_searches, _work
 from console.bench_profile import WORKER_PARTS, split_samples
 from shopguide.metrics import WorkerMetrics
 
@@ -66,3 +66,18 @@ def test_a_stages_mean_batch_comes_from_the_workers_and_tritons_counters():
     assert means["events"] == 20 and abs(means["answer"] - 30) < 1e-9 and abs(means["queued"] - 15) < 1e-9
     assert abs(means["triton"] - 15) < 1e-9 and means["fold"] == means["confirm"] == 0
     assert (means["server"], means["queue"], means["compute"]) == (4.0, 0.4, 2.0)
+
+
+def _stage_at(target: float, sustained: bool) -> Stage:
+    return Stage(target, target, 100, 100 if sustained else 90, [0.01] * 100, [0.01] * 100, 0, 1.0)
+
+
+def test_refining_bisects_between_the_highest_sustained_stage_and_the_lowest_failed_one():
+    stages = [_stage_at(1000, True), _stage_at(1400, True), _stage_at(1800, False)]
+    assert _halfway(stages) == 1600
+    stages.append(_stage_at(1600, True))
+    assert _halfway(stages) == 1700
+    stages.append(_stage_at(1700, False))
+    assert _halfway(stages) == 1650
+    assert _halfway(stages[:2]) is None and _halfway([_stage_at(1000, False)]) is None  # nothing failed / sustained
+    assert _halfway([_stage_at(1000, False), _stage_at(1400, True)]) is None  # failed below a sustained one
