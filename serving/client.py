@@ -5,12 +5,13 @@ The wire contract (tensor names, padding) is serving/wire.py.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from serving.wire import REQUEST_ITEMS, REQUEST_QUERY, RESPONSE_ITEMS, RESPONSE_SCORES, SHOP_PADDING, left_pad
+from serving.wire import REQUEST_ITEMS, REQUEST_QUERY, RESPONSE_ITEMS, RESPONSE_SCORES, SHOP_PADDING
 
 PROBE_TIMEOUT_S = 2.0
 RECONNECT_BACKOFF_MAX_MS = 1000
@@ -26,37 +27,80 @@ class ServingError(Exception):
         self.cause = cause
 
 
-def encode(sessions: Sequence[Sequence]) -> np.ndarray:
-    """Sessions of shop ids (str or int) -> a BYTES array, each row left-padded with b""."""
-    return left_pad([[str(item).encode() for item in items] for items in sessions], fill=SHOP_PADDING, dtype=np.object_)
+_LENGTH = struct.Struct("<I")  # a BYTES element's length on the wire
+_PADDING = _LENGTH.pack(len(SHOP_PADDING)) + SHOP_PADDING
 
 
-def encode_queries(queries: Sequence[str], rows: int) -> np.ndarray:
-    """Search texts (None: b"" for every row) -> a BYTES [rows, 1] array."""
+def encode(sessions: Sequence[Sequence]) -> tuple[list[int], bytes]:
+    """Sessions of shop ids (str or int) -> the ITEMS tensor's shape and its BYTES wire form
+    (`bytes_tensor`), each row left-padded with b"" to the longest (at least one column, so new
+    shoppers alone still make a valid input)."""
+    width = max(1, max(map(len, sessions), default=0))
+    parts = []
+    for items in sessions:
+        parts.append(_PADDING * (width - len(items)))
+        parts.append(bytes_tensor([str(item).encode() for item in items]))
+    return [len(sessions), width], b"".join(parts)
+
+
+def encode_queries(queries: Sequence[str] | None, rows: int) -> tuple[list[int], bytes]:
+    """Search texts (None: b"" for every row) -> the QUERY tensor's shape, [rows, 1], and wire form."""
     texts = [(query or "").encode() for query in queries] if queries is not None else [SHOP_PADDING] * rows
     if len(texts) != rows:
         raise ValueError(f"{len(texts)} queries for {rows} sessions")
-    return np.array(texts, dtype=np.object_).reshape(rows, 1)
+    return [rows, 1], bytes_tensor(texts)
+
+
+def bytes_tensor(elements: Sequence[bytes]) -> bytes:
+    """Triton's BYTES wire form of a tensor's elements in row-major order: each one's length (4 bytes,
+    little-endian), then the element. tritonclient's serialize_byte_tensor makes the same bytes from
+    a numpy array, walking it element by element: 80 us per history of a worker's call, about
+    what the worker's own work per event costs (README, Headroom)."""
+    parts = []
+    for element in elements:
+        parts.append(_LENGTH.pack(len(element)))
+        parts.append(element)
+    return b"".join(parts)
+
+
+def bytes_elements(raw: bytes) -> list[bytes]:
+    """The elements of a BYTES tensor's wire form, in order (bytes_tensor read back)."""
+    elements, at, end = [], 0, len(raw)
+    while at < end:
+        (size,) = _LENGTH.unpack_from(raw, at)
+        at += 4
+        elements.append(raw[at:at + size])
+        at += size
+    return elements
 
 
 def infer_inputs(sessions: Sequence[Sequence], queries: Sequence[str] | None = None) -> list:
     """The ITEMS and QUERY inputs of one call (tritonclient's gRPC InferInput, which its sync and
-    asyncio clients share)."""
+    asyncio clients share), their content already in wire form. tritonclient has no public way to
+    hand it over: its own set_data_from_numpy stores the same bytes in `_raw_content`
+    (tests/test_client.py holds the two to the same request)."""
     from tritonclient.grpc import InferInput
 
     inputs = []
-    for name, rows in ((REQUEST_ITEMS, encode(sessions)), (REQUEST_QUERY, encode_queries(queries, len(sessions)))):
-        inputs.append(InferInput(name, list(rows.shape), "BYTES"))
-        inputs[-1].set_data_from_numpy(rows)
+    for name, (shape, content) in ((REQUEST_ITEMS, encode(sessions)), (REQUEST_QUERY, encode_queries(queries, len(sessions)))):
+        inputs.append(InferInput(name, shape, "BYTES"))
+        inputs[-1]._raw_content = content
     return inputs
 
 
-def decode(items: np.ndarray, scores: np.ndarray) -> list[Recommendation]:
-    """Per row: shop ids and scores, best first; padding answers (b"") dropped."""
+def decode(response) -> list[Recommendation]:
+    """Per row of a ModelInferResponse: shop ids and scores, best first; padding answers (b"") dropped."""
+    outputs = {output.name: (list(output.shape), raw) for output, raw in zip(response.outputs, response.raw_output_contents)}
+    (rows, width), raw_items = outputs[RESPONSE_ITEMS]
+    items = [item.decode() for item in bytes_elements(raw_items)]
+    scores = np.frombuffer(outputs[RESPONSE_SCORES][1], dtype=np.float32).reshape(rows, width).tolist()
     answers = []
-    for row_items, row_scores in zip(items, scores):
-        kept = [(item.decode(), float(score)) for item, score in zip(row_items, row_scores) if item]
-        answers.append(([item for item, _ in kept], [score for _, score in kept]))
+    for row, row_scores in enumerate(scores):
+        row_items = items[row * width:(row + 1) * width]
+        if "" in row_items:
+            row_scores = [score for item, score in zip(row_items, row_scores) if item]
+            row_items = [item for item in row_items if item]
+        answers.append((row_items, row_scores))
     return answers
 
 
@@ -112,8 +156,8 @@ class TritonClient:
                                                     client_timeout=timeout_s)
         except InferenceServerException as exc:
             raise _serving_error(exc) from exc
-        answers = decode(result.as_numpy(RESPONSE_ITEMS), result.as_numpy(RESPONSE_SCORES))
-        return answers, int(result.get_response().model_version)
+        response = result.get_response()
+        return decode(response), int(response.model_version)
 
     async def ready(self, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
         """True when the server is up and some version of the model can answer."""

@@ -6,30 +6,52 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from serving.client import ServingError, TritonClient, decode, encode, encode_queries
+from tritonclient.grpc import service_pb2
+from tritonclient.utils import serialize_byte_tensor
+
+from serving.client import (ServingError, TritonClient, bytes_elements, bytes_tensor, decode, encode, encode_queries,
+                            infer_inputs)
 from shopguide.process import free_port
 
 
-def test_encode_left_pads_rows_with_empty_strings():
-    rows = encode([["a", 7], [], ["b", "c", "d"]])
-    assert rows.tolist() == [[b"", b"a", b"7"], [b"", b"", b""], [b"b", b"c", b"d"]]
+def test_encode_left_pads_rows_with_empty_strings_in_tritons_bytes_wire_form():
+    shape, content = encode([["a", 7], [], ["b", "c", "d"]])
+    padded = np.array([[b"", b"a", b"7"], [b"", b"", b""], [b"b", b"c", b"d"]], dtype=np.object_)
+    assert shape == [3, 3] and content == serialize_byte_tensor(padded).item()
+    assert bytes_elements(content) == padded.ravel().tolist()
 
 
 def test_encode_of_only_new_users_still_has_one_column():
-    assert encode([[], []]).shape == (2, 1)
+    assert encode([[], []]) == ([2, 1], serialize_byte_tensor(np.array([[b""], [b""]], dtype=np.object_)).item())
 
 
 def test_queries_are_one_bytes_column_and_none_is_empty_text():
-    assert encode_queries(["red car", "", None], 3).tolist() == [[b"red car"], [b""], [b""]]
-    assert encode_queries(None, 2).tolist() == [[b""], [b""]]
+    shape, content = encode_queries(["red car", "", None], 3)
+    assert shape == [3, 1] and bytes_elements(content) == [b"red car", b"", b""]
+    assert encode_queries(None, 2) == ([2, 1], bytes_tensor([b"", b""]))
     with pytest.raises(ValueError, match="1 queries for 2 sessions"):
         encode_queries(["a"], 2)
 
 
+def test_the_request_carries_what_tritonclients_own_serialiser_would():
+    from tritonclient.grpc import InferInput
+
+    sessions, queries = [["12", 7], ["héllo"]], ["wooden toys", ""]
+    for ours, (name, rows) in zip(infer_inputs(sessions, queries), (
+            ("ITEMS", np.array([[b"12", b"7"], [b"", "héllo".encode()]], dtype=np.object_)),
+            ("QUERY", np.array([[b"wooden toys"], [b""]], dtype=np.object_)))):
+        theirs = InferInput(name, list(rows.shape), "BYTES").set_data_from_numpy(rows)
+        assert ours._get_tensor() == theirs._get_tensor() and ours._get_content() == theirs._get_content()
+
+
 def test_decode_drops_padding_answers():
-    items = np.array([[b"x", b"", b"y"]], dtype=np.object_)
-    scores = np.array([[3.0, 2.0, 1.0]], dtype=np.float32)
-    assert decode(items, scores) == [(["x", "y"], [3.0, 1.0])]
+    response = service_pb2.ModelInferResponse(model_name="next_item", model_version="1")
+    for name, datatype, rows, raw in (
+            ("ITEMS", "BYTES", [[b"x", b"", b"y"], [b"z", b"w", b"v"]], None),
+            ("SCORES", "FP32", None, np.array([[3.0, 2.0, 1.0], [6.0, 5.0, 4.0]], dtype=np.float32).tobytes())):
+        response.outputs.add(name=name, datatype=datatype, shape=[2, 3])
+        response.raw_output_contents.append(raw or bytes_tensor([item for row in rows for item in row]))
+    assert decode(response) == [(["x", "y"], [3.0, 1.0]), (["z", "w", "v"], [6.0, 5.0, 4.0])]
 
 
 def recommend(url, sessions, timeout_s=10.0, queries=None):
