@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tritonclient.grpc import service_pb2
+from tritonclient.grpc import InferInput, service_pb2
 from tritonclient.utils import serialize_byte_tensor
 
 from serving.client import (ServingError, TritonClient, bytes_elements, bytes_tensor, decode, encode, encode_queries,
@@ -34,8 +34,6 @@ def test_queries_are_one_bytes_column_and_none_is_empty_text():
 
 
 def test_the_request_carries_what_tritonclients_own_serialiser_would():
-    from tritonclient.grpc import InferInput
-
     sessions, queries = [["12", 7], ["héllo"]], ["wooden toys", ""]
     for ours, (name, rows) in zip(infer_inputs(sessions, queries), (
             ("ITEMS", np.array([[b"12", b"7"], [b"", "héllo".encode()]], dtype=np.object_)),
