@@ -21,7 +21,7 @@ class TrainConfig:
     heads: int = _option(2, "attention heads per layer")
     dropout: float = _option(0.5, "dropout on embeddings, attention and feed-forward")
     lr: float = _option(2e-3, "AdamW learning rate")
-    weight_decay: float = _option(0.0, "AdamW weight decay")
+    weight_decay: float = _option(0.1, "AdamW weight decay")
     batch_size: int = _option(256, "training sequences per step")
     prefixes: bool = _option(True, "train on every prefix with the loss on its last item "
                                    "(else on whole histories with the loss at every position)")
