@@ -147,3 +147,10 @@ def test_a_checkpoint_saved_before_the_seen_bias_scores_as_it_did(tmp_path):
     history = torch.tensor([[0, 3, 4, 5]])
     assert loaded.seen_bias.item() == 0.0
     torch.testing.assert_close(loaded(history), model(history))
+
+
+def test_a_nan_score_counts_above_the_target_and_a_nan_target_ranks_last():
+    from trainer.evaluate import ranks
+
+    scores = torch.tensor([[0.5, float("nan"), 0.2, 0.1], [float("nan")] * 4, [0.1, 0.9, 0.3, 0.2]])
+    assert ranks(scores, torch.tensor([2, 1, 1])).tolist() == [2, 3, 0]

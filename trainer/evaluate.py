@@ -20,7 +20,10 @@ KS = (5, 10, 20)
 
 
 def ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each target (ties counted against it); scorers keep padding at the bottom."""
+    """0-based rank of each target (ties counted against it); scorers keep padding at the bottom.
+    A NaN score (weights a diverged step wrecked) counts above the target, as a tie does: NaN
+    compares false both ways, which ranked such a target first."""
+    scores = torch.where(scores.isnan(), float("inf"), scores)
     target_scores = scores.gather(1, targets[:, None])
     higher = (scores > target_scores).sum(1)
     tied = (scores == target_scores).sum(1) - 1
