@@ -128,7 +128,7 @@ def run(args, settings: Settings) -> int:
 
 
 def _measure(args, settings: Settings, worker, events):
-    """(capacities, latency stage, every stage, profile): the parts alone, then the pipeline."""
+    """(capacities, latency stage, every stage by rate, profile): the parts alone, then the pipeline."""
     from console.bench_capacity import histories, passthrough_rate, triton_rate
     from serving.repository import ModelRepository
     from streams.watch import RecommendationWatcher
@@ -166,7 +166,7 @@ def _measure(args, settings: Settings, worker, events):
     finally:
         gc.enable()
         watcher.stop()
-    return {"passthrough": passthrough, "triton": triton}, latency, stages, profile
+    return {"passthrough": passthrough, "triton": triton}, latency, sorted(stages, key=lambda s: s.target), profile
 
 
 def _halfway(stages: list[Stage]) -> float | None:
@@ -365,7 +365,7 @@ async def _paced(settings: Settings, clicks: list[tuple], rate: float) -> float:
 def _print(capacities: dict, latency: Stage, stages: list[Stage], profile) -> None:
     print(f"\n{'target/s':>9} {'offered/s':>10} {'answered':>13} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
           f"  {'in worker p50/p99':>17} {'fallbacks':>9} {'inferred':>8} {'steered':>7}  sustained")
-    for s in [*sorted(stages, key=lambda s: s.target), latency]:
+    for s in [*stages, latency]:
         print(f"{s.target:>9,.0f} {s.offered:>10,.0f} {s.received:>6,}/{s.sent:<6,} {s.percentile(0.5):>8,.1f} "
               f"{s.percentile(0.95):>8,.1f} {s.percentile(0.99):>8,.1f}  "
               f"{s.percentile(0.5, 'in_worker'):>8,.1f}/{s.percentile(0.99, 'in_worker'):<8,.1f} {s.fallbacks:>9,} "
@@ -400,7 +400,6 @@ def _plot(stages: list[Stage], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    stages = sorted(stages, key=lambda s: s.target)
     for q, label in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
         ax.plot([s.target for s in stages], [s.percentile(q) for s in stages], marker="o", label=label)
     ax.set_xlabel("offered load (events/s)")
