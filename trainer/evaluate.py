@@ -17,6 +17,8 @@ from trainer.data import left_pad
 from trainer.item_index import PADDING
 
 KS = (5, 10, 20)
+# the settings the report's training line names
+REPORTED_SETTINGS = ("lr", "weight_decay", "batch_size", "dropout", "patience", "max_minutes", "seed")
 
 
 def ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -102,8 +104,7 @@ def evaluate_checkpoint(checkpoint, path) -> tuple[dict[str, dict[str, float]], 
         "training": f"{len(checkpoint.history)} epochs, "
                     f"{sum(h['seconds'] for h in checkpoint.history) / 60:.1f} min wall, "
                     f"{sum(h.get('cpu_seconds', 0.0) for h in checkpoint.history) / 60:.1f} min CPU, "
-                    + ", ".join(f"{k}={config[k]}" for k in ("lr", "batch_size", "dropout", "patience", "max_minutes")
-                              if k in config),
+                    + ", ".join(f"{k}={config[k]}" for k in REPORTED_SETTINGS if k in config),
         "unknown test targets": str(sum(t == 0 for t in split.test_targets)),
     }
     return results, facts
