@@ -23,13 +23,14 @@ REPORTED_SETTINGS = ("lr", "weight_decay", "batch_size", "dropout", "patience", 
 
 def ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based rank of each target (ties counted against it); scorers keep padding at the bottom.
-    A NaN score (weights a diverged step wrecked) counts above the target, as a tie does: NaN
-    compares false both ways, which ranked such a target first."""
-    scores = torch.where(scores.isnan(), float("inf"), scores)
+    NaN scores (weights a diverged step wrecked) compare false both ways, which ranked such a
+    target first: another item's NaN counts above the target, and a NaN target ranks last."""
+    nan = scores.isnan()
+    scores = scores.masked_fill(nan, float("inf"))
     target_scores = scores.gather(1, targets[:, None])
     higher = (scores > target_scores).sum(1)
     tied = (scores == target_scores).sum(1) - 1
-    return higher + tied
+    return torch.where(nan.gather(1, targets[:, None])[:, 0], scores.shape[1] - 1, higher + tied)
 
 
 def summarise(all_ranks: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
