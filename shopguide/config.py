@@ -65,6 +65,9 @@ class Settings:
                                     "at once)", between(1))
     fetch_wait_s: float = _setting(0.01, "SHOPGUIDE_FETCH_WAIT", "longest a worker's fetch waits for "
                                    "SHOPGUIDE_FETCH_MIN_BYTES (s)", SECONDS)
+    event_loop: str = _setting("uvloop", "SHOPGUIDE_EVENT_LOOP",
+                               "the worker's event loops: uvloop (libuv, in C) or asyncio (the standard library's)",
+                               one_of("uvloop", "asyncio"))
     answer_cache: int = _setting(10_000, "SHOPGUIDE_ANSWER_CACHE",
                                  "model answers kept for reuse while a history is unchanged (0: none)", between(0))
     # A search's results are browsed in the next few clicks, within minutes; past that the history,

@@ -28,6 +28,7 @@ BAD = [
     ("SHOPGUIDE_TRITON_TIMEOUT", "inf", "a finite number of seconds > 0"),
     ("SHOPGUIDE_TRITON_TIMEOUT", "0", "a finite number of seconds > 0"),
     ("SHOPGUIDE_PARTITIONS", "0", "an integer >= 1"),
+    ("SHOPGUIDE_EVENT_LOOP", "tokio", "one of uvloop, asyncio"),
     ("SHOPGUIDE_PARTITIONS", "four", "an integer >= 1"),
     ("SHOPGUIDE_REPLICATION", "0", "an integer >= 1"),
     ("SHOPGUIDE_SESSION_TTL", "-1", "a finite number of seconds > 0"),
