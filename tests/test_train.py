@@ -119,6 +119,7 @@ def test_eval_command_writes_report_with_baseline_and_plot(tmp_path, tiny_checkp
     report = (out / "report.md").read_text()
     assert "| this model |" in report and "| popularity |" in report and "items the user has seen stay in the ranking" in report
     assert f"weight_decay={Checkpoint.load(tiny_checkpoint).config['weight_decay']}" in report  # the recipe it came from
+    assert "**catalogue**: none (items known by their ids only)" in report
     assert (out / "report.png").stat().st_size > 10_000
 
 

@@ -106,6 +106,8 @@ def evaluate_checkpoint(checkpoint, path) -> tuple[dict[str, dict[str, float]], 
                     f"{sum(h['seconds'] for h in checkpoint.history) / 60:.1f} min wall, "
                     f"{sum(h.get('cpu_seconds', 0.0) for h in checkpoint.history) / 60:.1f} min CPU, "
                     + ", ".join(f"{k}={config[k]}" for k in REPORTED_SETTINGS if k in config),
+        "catalogue": (f"{config['catalogue']} (items known by their titles, categories and brand too: the "
+                      "text tower)" if config.get("catalogue") else "none (items known by their ids only)"),
         "unknown test targets": str(sum(t == 0 for t in split.test_targets)),
     }
     return results, facts
