@@ -20,6 +20,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from aiokafka.errors import IllegalStateError
+
 from shopguide.metrics import WorkerMetrics
 from streams import faust_internals
 from streams.delivery import Outbox, Record, dead_letter
@@ -185,7 +187,10 @@ class SessionAgent:
         lags = {}
         for tp in assigned:
             high = consumer.highwater(tp)
-            position = self.done[tp] + 1 if tp in self.done else await consumer.position(tp)
+            try:
+                position = self.done[tp] + 1 if tp in self.done else await consumer.position(tp)
+            except IllegalStateError:  # revoked after assignment() was read: a gauge must not stop the worker
+                continue
             if high is not None and position is not None:
                 lags[tp] = max(high - position, 0)
         self.metrics.lag.clear()  # revoked partitions drop out

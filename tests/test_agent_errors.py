@@ -94,3 +94,24 @@ def test_idle_sessions_are_tombstoned_in_event_time():
     asyncio.run(agent.evict_idle())
     assert set(agent.store.partitions[0]) == {user_key("new")}
     assert [(r.key, r.value) for r in sent if r.topic == "changelog" and r.value is None] == [(user_key("old"), None)]
+
+
+def test_a_partition_revoked_while_the_gauges_refresh_is_skipped_not_fatal():
+    """The consumer thread may lose a partition between the agent reading the assignment and asking
+    for its position (a rebalance): that raised out of the timer and stopped the worker."""
+    from aiokafka.errors import IllegalStateError
+
+    from aiokafka.structs import TopicPartition
+
+    kept, revoked = TopicPartition("clicks", 0), TopicPartition("clicks", 1)
+
+    async def position(tp):
+        if tp == revoked:
+            raise IllegalStateError(f"Partition {tp} is not assigned")
+        return 7
+
+    consumer = SimpleNamespace(assignment=lambda: {kept, revoked}, highwater=lambda tp: 10, position=position)
+    agent, _ = make_agent()
+    asyncio.run(agent.refresh_gauges(consumer))
+    lags = {s.labels["partition"]: s.value for s in agent.metrics.lag.collect()[0].samples}
+    assert lags == {"0": 3.0}
