@@ -5,6 +5,8 @@ import asyncio
 from types import SimpleNamespace
 
 import msgpack
+from aiokafka.errors import IllegalStateError
+from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from shopguide.metrics import WorkerMetrics
@@ -99,10 +101,6 @@ def test_idle_sessions_are_tombstoned_in_event_time():
 def test_a_partition_revoked_while_the_gauges_refresh_is_skipped_not_fatal():
     """The consumer thread may lose a partition between the agent reading the assignment and asking
     for its position (a rebalance): that raised out of the timer and stopped the worker."""
-    from aiokafka.errors import IllegalStateError
-
-    from aiokafka.structs import TopicPartition
-
     kept, revoked = TopicPartition("clicks", 0), TopicPartition("clicks", 1)
 
     async def position(tp):
