@@ -57,6 +57,7 @@ def create_app(settings: Settings, recommend: bool = True) -> faust.App:
     # against 5 ms took 11 % less of the worker's CPU per event (README, Headroom).
     faust_internals.fetch_in_batches(settings.fetch_min_bytes, max(1, round(settings.fetch_wait_s * 1000)))
     faust_internals.rewind_uncommitted()
+    faust_internals.deliver_inline()
     metrics = WorkerMetrics(CollectorRegistry())
 
     async def send(*record):
