@@ -21,11 +21,9 @@ figures do not depend on what earlier runs left in the broker.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import gc
 import itertools
-import multiprocessing
 import os
 import random
 import time
@@ -39,9 +37,8 @@ from shopguide.errors import UserError
 from shopguide.stats import percentile
 from shopguide.extras import needs
 from console.stack import TOYS
+from console.storefront import offer
 
-STOREFRONT_LINGER_MS = 5  # a storefront batches its events this long: part of the measured latency
-TICK_S = 0.002  # the storefront wakes at most this often and sends every event then due
 SEARCH = "wooden toys"  # the query when the catalogue gives none
 CATALOGUE = "amazon-toys/items.tsv"
 
@@ -92,6 +89,7 @@ class Stage:
     inferred: float = float("nan")  # histories sent to Triton per event: the rest reused an answer
     steered: float = float("nan")  # model answers a query steered, per event
     batch: dict = field(default_factory=dict)  # the worker's mean batch: events, ms per phase (_batch_means)
+    storefront_cpu_s: float = 0.0  # CPU seconds the storefront took to send the stage's events
 
     def percentile(self, q: float, of: str = "latencies") -> float:
         return percentile(getattr(self, of), q) * 1000
@@ -239,10 +237,10 @@ def _stage(settings, watcher, events, rate: float, seconds: float, drain: float,
     offered = offer(settings, list(itertools.islice(events, count)), rate)
     watcher.wait_for(first + count, drain)
     records = watcher.records[first:first + count]
-    stage = Stage(rate, offered, count, len(watcher.records) - first, watcher.latencies[first:first + count],
+    stage = Stage(rate, offered.rate, count, len(watcher.records) - first, watcher.latencies[first:first + count],
                   [r["emit_time"] - r["produced_time"] for r in records],
-                  sum(r["source"] == "fallback" for r in records), max_p99_s)
-    print(f"  {rate:>6,.0f}/s offered {offered:,.0f}/s: {stage.received:,}/{count:,} answered, "
+                  sum(r["source"] == "fallback" for r in records), max_p99_s, storefront_cpu_s=offered.cpu_s)
+    print(f"  {rate:>6,.0f}/s offered {offered.rate:,.0f}/s: {stage.received:,}/{count:,} answered, "
           f"p99 {stage.percentile(0.99):,.0f} ms")
     watcher.wait_for(first + count, 60)  # let a backlog clear before the next stage
     _settle(worker)
@@ -316,52 +314,6 @@ def _batch_means(done: dict[str, float]) -> dict[str, float]:
     return means | {phase: 1000 * done.get(phase, 0.0) / batches for phase in PHASES}
 
 
-def offer(settings: Settings, clicks: list[tuple], rate: float) -> float:
-    """Send `clicks` ((user, item, query): a click when item is not None, else a search) at `rate`
-    per second from a storefront process of its own; returns the rate it achieved."""
-    context = multiprocessing.get_context("spawn")
-    result = context.Queue()
-    storefront = context.Process(target=_offer, args=(settings, clicks, rate, result))
-    storefront.start()
-    offered = result.get(timeout=2 * len(clicks) / rate + 60)  # raises queue.Empty if the storefront died
-    storefront.join()
-    return offered
-
-
-def _offer(settings: Settings, clicks: list[tuple], rate: float, result) -> None:
-    """The storefront: send `clicks` at `rate` per second; puts the rate it achieved on `result`."""
-    result.put(asyncio.run(_paced(settings, clicks, rate)))
-
-
-async def _paced(settings: Settings, clicks: list[tuple], rate: float) -> float:
-    """aiokafka, not kafka-python: about half the CPU per event sent, which the storefront would
-    otherwise take from the pipeline it loads (the two share this machine's cores)."""
-    from aiokafka import AIOKafkaProducer
-
-    from shopguide.kafka_security import client_kwargs
-    from streams.events import Event
-    from streams.replay import publish
-
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=STOREFRONT_LINGER_MS,
-                                acks=1, **client_kwargs(settings))
-    await producer.start()
-    try:
-        for topic in settings.event_topics:
-            await producer.partitions_for(topic)  # metadata now, not inside the timed loop
-        start = time.monotonic()
-        for n, (user, item, query) in enumerate(clicks):
-            delay = start + n / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(max(delay, TICK_S))
-            event = Event("click", user, user, time.time(), items=(item,)) if item is not None else \
-                Event("search", user, user, time.time(), query=query)
-            await publish(producer, settings, event)
-        await producer.flush()
-        return len(clicks) / (time.monotonic() - start)
-    finally:
-        await producer.stop()
-
-
 def _print(capacities: dict, latency: Stage, stages: list[Stage], profile) -> None:
     print(f"\n{'target/s':>9} {'offered/s':>10} {'answered':>13} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
           f"  {'in worker p50/p99':>17} {'fallbacks':>9} {'inferred':>8} {'steered':>7}  sustained")
@@ -386,11 +338,11 @@ def _print(capacities: dict, latency: Stage, stages: list[Stage], profile) -> No
     if latency.batch:
         b = latency.batch
         print(f"its mean batch: {b['events']:.1f} events; the oldest queued {b['queued']:.1f} ms (the storefront's "
-              f"linger, Kafka, the fetch, the batch wait), then fold {b['fold']:.1f} ms, answer {b['answer']:.1f} ms "
+              f"tick, Kafka, the fetch, the batch wait), then fold {b['fold']:.1f} ms, answer {b['answer']:.1f} ms "
               f"(a Triton call {b['triton']:.1f} ms: {b['server']:.1f} in the server, {b['queue']:.1f} of it queued "
               f"and {b['compute']:.1f} computing), confirm {b['confirm']:.1f} ms")
     if profile is not None:
-        print(profile.report(latency.sent))
+        print(profile.report(latency.sent, {"storefront (sending)": latency.storefront_cpu_s}))
 
 
 def _plot(stages: list[Stage], path: Path) -> None:

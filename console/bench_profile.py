@@ -101,10 +101,12 @@ class StageProfile:
         path = self.spy_file(name)
         return split_samples(path.read_text().splitlines(), table) if path.exists() else {}
 
-    def report(self, events: int) -> str:
+    def report(self, events: int, measured_apart: dict[str, float] | None = None) -> str:
+        """`measured_apart`: CPU seconds of parts that ran only during the stage (counted by themselves)."""
         lines = [f"CPU over the stage ({events:,} events; core-seconds, share of the machine's busy time, "
                  f"CPU ms per event):"]
-        for name, used in [*self.cpu.items(), ("everything else on the machine", self.busy - sum(self.cpu.values()))]:
+        cpu = {**self.cpu, **(measured_apart or {})}
+        for name, used in [*cpu.items(), ("everything else on the machine", self.busy - sum(cpu.values()))]:
             lines.append(f"  {name:<32} {used:>7.2f} s {used / self.busy:>6.0%} {1000 * used / max(events, 1):>7.3f} ms")
             table = {"worker": WORKER_PARTS, "model stub": STUB_PARTS}.get(name)
             for part, share in (self.shares(name, table) if table else {}).items():

@@ -68,12 +68,12 @@ def interleave(shoppers: list[Shopper]):
 
 
 def replay_pass(settings, watcher, shoppers: list[Shopper], rate: float, number: int) -> Pass:
-    from console.bench_e2e import offer
+    from console.storefront import offer
 
     first = len(watcher.records)
     clicks = list(interleave(shoppers))
     started = time.time()
-    offered = offer(settings, clicks, rate)
+    offered = offer(settings, clicks, rate).rate
     watcher.wait_for(first + len(clicks), DRAIN_S)
     done = Pass(number, started, shoppers, offered, len(clicks), watcher.records[first:], watcher.latencies[first:])
     answered, model, popular = done.hits()
