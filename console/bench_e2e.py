@@ -10,8 +10,10 @@ the Toys catalogue (items.tsv beside the clicks; without it, or for a title of o
 is "wooden toys"), offered at fixed rates, fractions of the pass-through rate, from a
 storefront process of its own; latency is the recommendation's arrival at a storefront consumer
 minus its event's Kafka timestamp. A stage is sustained when the producer kept the rate, every
-recommendation arrived within the drain time after the last event, and p99 latency stayed under
---max-p99 (a backlog that only drains after the load stops is not keeping up). The steps stop at
+recommendation arrived within the drain time after the last event, at most 1 % of them came from
+the popularity fallback (a Triton call that timed out under load answers its batch from
+popularity, which keeps up without the model), and p99 latency stayed under --max-p99 (a backlog
+that only drains after the load stops is not keeping up). The steps stop at
 the first stage not sustained; --refine stages then bisect between it and the step below it, and
 the latency stage follows at half the highest sustained rate.
 
@@ -39,6 +41,7 @@ from shopguide.extras import needs
 from console.stack import TOYS
 from console.storefront import offer
 
+MAX_FALLBACK_SHARE = 0.01  # a sustained stage's answers come from the model
 SEARCH = "wooden toys"  # the query when the catalogue gives none
 CATALOGUE = "amazon-toys/items.tsv"
 
@@ -97,7 +100,7 @@ class Stage:
     @property
     def sustained(self) -> bool:
         return (self.received >= self.sent and self.offered >= 0.95 * self.target
-                and self.percentile(0.99) <= self.max_p99_s * 1000)
+                and self.fallbacks <= MAX_FALLBACK_SHARE * self.sent and self.percentile(0.99) <= self.max_p99_s * 1000)
 
 
 def run(args, settings: Settings) -> int:

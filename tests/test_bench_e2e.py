@@ -72,6 +72,14 @@ def _stage_at(target: float, sustained: bool) -> Stage:
     return Stage(target, target, 100, 100 if sustained else 90, [0.01] * 100, [0.01] * 100, 0, 1.0)
 
 
+def test_a_stage_answered_from_the_fallback_is_not_sustained():
+    def stage(fallbacks: int) -> Stage:
+        return Stage(1000, 1000, 1000, 1000, [0.01] * 1000, [0.01] * 1000, fallbacks, 1.0)
+
+    assert stage(0).sustained and stage(10).sustained
+    assert not stage(11).sustained  # more than 1 %: Triton timed out and popularity kept up instead
+
+
 def test_refining_bisects_between_the_highest_sustained_stage_and_the_lowest_failed_one():
     stages = [_stage_at(1000, True), _stage_at(1400, True), _stage_at(1800, False)]
     assert _halfway(stages) == 1600
