@@ -2,20 +2,21 @@
 of its parts' capacities measured in the same run, and event-to-recommendation latency at half
 that rate.
 
-First the parts alone, on the run's broker and Triton: the Faust pass-through agent (events/s)
-and the served model (users/s over the histories this run's events build). Then the pipeline:
-Toys clicks (users interleaved, items the model knows), each preceded with probability
---search-share by the same user's search for two or three consecutive words of the item's title in
-the Toys catalogue (items.tsv beside the clicks; without it, or for a title of one word, the query
-is "wooden toys"), offered at fixed rates, fractions of the pass-through rate, from a
-storefront process of its own; latency is the recommendation's arrival at a storefront consumer
-minus its event's Kafka timestamp. A stage is sustained when the producer kept the rate, every
-recommendation arrived within the drain time after the last event, at most 1 % of them came from
-the popularity fallback (a Triton call that timed out under load answers its batch from
-popularity, which keeps up without the model), and p99 latency stayed under --max-p99 (a backlog
-that only drains after the load stops is not keeping up). The steps stop at
-the first stage not sustained; --refine stages then bisect between it and the step below it, and
-the latency stage follows at half the highest sustained rate.
+First the parts alone, on the run's broker and Triton: the Faust pass-through agent (events/s; the
+yardstick is Faust as published, measured again with the session worker's hand-off from the
+consumer to the streams, `faust_internals.deliver_inline`) and the served model (users/s over the
+histories this run's events build). Then the pipeline: Toys clicks (users interleaved, items the
+model knows), each preceded with probability --search-share by the same user's search for two or
+three consecutive words of the item's title in the Toys catalogue (items.tsv beside the clicks;
+without it, or for a title of one word, the query is "wooden toys"), offered at fixed rates,
+fractions of the pass-through rate, from a storefront process of its own; latency is the
+recommendation's arrival at a storefront consumer minus its event's Kafka timestamp. A stage is
+sustained when the producer kept the rate, every recommendation arrived within the drain time
+after the last event, at most 1 % of them came from the popularity fallback (a Triton call that
+timed out under load answers its batch from popularity, which keeps up without the model), and
+p99 latency stayed under --max-p99 (a backlog that only drains after the load stops is not
+keeping up). The steps stop at the first stage not sustained; --refine stages then bisect between
+it and the step below it, and the latency stage follows at half the highest sustained rate.
 
 Every run starts from empty sessions on topics and a worker group of its own (deleted after), so
 figures do not depend on what earlier runs left in the broker.
@@ -135,12 +136,14 @@ def _measure(args, settings: Settings, worker, events):
     from streams.watch import RecommendationWatcher
 
     passthrough = passthrough_rate(settings, args.passthrough_events)
+    as_worker = passthrough_rate(settings, args.passthrough_events, as_worker=True)
     rates = [round(step * passthrough, -1) for step in sorted(args.steps)]
     planned = list(itertools.islice(events, int((sum(rates) + max(rates)) * args.seconds)))
     triton = triton_rate(settings, histories(planned, settings.session_length), args.triton_batch, args.seconds,
                          args.triton_concurrency)
     reads = ModelRepository.from_settings(settings).live_reads_queries()
-    print(f"capacities: pass-through {passthrough:,.0f} events/s, Triton {triton['users_per_s']:,.0f} users/s; "
+    print(f"capacities: pass-through {passthrough:,.0f} events/s ({as_worker:,.0f} with the worker's hand-off), "
+          f"Triton {triton['users_per_s']:,.0f} users/s; "
           f"the served version {'reads' if reads else 'ignores (no text tower)'} the queries")
     events = itertools.chain(planned, events)
     watcher = RecommendationWatcher(settings).start()
@@ -167,7 +170,8 @@ def _measure(args, settings: Settings, worker, events):
     finally:
         gc.enable()
         watcher.stop()
-    return {"passthrough": passthrough, "triton": triton}, latency, sorted(stages, key=lambda s: s.target), profile
+    capacities = {"passthrough": passthrough, "as_worker": as_worker, "triton": triton}
+    return capacities, latency, sorted(stages, key=lambda s: s.target), profile
 
 
 def _halfway(stages: list[Stage]) -> float | None:
@@ -325,13 +329,15 @@ def _print(capacities: dict, latency: Stage, stages: list[Stage], profile) -> No
               f"{s.percentile(0.95):>8,.1f} {s.percentile(0.99):>8,.1f}  "
               f"{s.percentile(0.5, 'in_worker'):>8,.1f}/{s.percentile(0.99, 'in_worker'):<8,.1f} {s.fallbacks:>9,} "
               f"{s.inferred:>8.2f} {s.steered:>7.2f}  {'yes' if s.sustained else 'no'}")
-    passthrough, triton = capacities["passthrough"], capacities["triton"]
+    passthrough, as_worker, triton = capacities["passthrough"], capacities["as_worker"], capacities["triton"]
     best = max((s.target for s in stages if s.sustained), default=0.0)
-    print(f"\ncapacities in this run: Faust pass-through {passthrough:,.0f} events/s (the faster of two passes); "
+    print(f"\ncapacities in this run: Faust pass-through {passthrough:,.0f} events/s (the faster of two passes; "
+          f"{as_worker:,.0f} with the worker's hand-off from the consumer to the streams); "
           f"Triton {triton['users_per_s']:,.0f} users/s (micro-batches of {triton['batch']:.0f}, p50 {triton['p50_ms']:.1f} ms)")
     bound = "at least " if all(s.sustained for s in stages) else ""  # the top step is then a lower bound
     if best:
-        print(f"highest sustained rate: {bound}{best:,.0f} events/s = {best / passthrough:.2f} x pass-through, "
+        print(f"highest sustained rate: {bound}{best:,.0f} events/s = {best / passthrough:.2f} x pass-through "
+              f"({best / as_worker:.2f} x the one with the worker's hand-off), "
               f"{best / triton['users_per_s']:.2f} x Triton's users/s (goal >= 0.7 x pass-through)")
     else:
         print(f"highest sustained rate: below {stages[0].target:,.0f} events/s = {stages[0].target / passthrough:.2f} "

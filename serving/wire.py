@@ -68,3 +68,31 @@ def token_rows(tokenizer, texts: Sequence[str], width: int) -> np.ndarray:
         ids = encoding.ids[:width]
         rows[n, :len(ids)] = ids
     return rows
+
+
+# One more ONNX Runtime run costs about as much as this many padded positions (a run's fixed cost
+# against one history position through the encoder, Toys model, one thread)
+GROUP_RUN_COST = 32
+
+
+def length_groups(lengths: Sequence[int], run_cost: int = GROUP_RUN_COST) -> list[np.ndarray]:
+    """Row indices grouped by history length, so that each group is padded to its own longest
+    (`left_pad`): the grouping that costs least in padded positions (rows x longest, summed over
+    the groups) plus `run_cost` per group. Rows of one length, the common case, are one group."""
+    lengths = np.maximum(np.asarray(lengths, dtype=np.int64), 1)  # an empty row is padded to 1
+    widths, counts = np.unique(lengths, return_counts=True)
+    if len(widths) <= 1:
+        return [np.arange(len(lengths))]
+    rows_below = np.concatenate([[0], np.cumsum(counts)])  # rows shorter than widths[i]
+    best = np.zeros(len(widths) + 1, dtype=np.int64)  # best[j + 1]: least cost of the rows up to widths[j]
+    starts = []  # starts[j]: where that cost's last group starts
+    for j, width in enumerate(widths):
+        costs = best[:j + 1] + (rows_below[j + 1] - rows_below[:j + 1]) * width + run_cost
+        starts.append(int(np.argmin(costs)))
+        best[j + 1] = costs[starts[-1]]
+    groups, j = [], len(widths) - 1
+    while j >= 0:
+        start = starts[j]
+        groups.append(np.flatnonzero((lengths >= widths[start]) & (lengths <= widths[j])))
+        j = start - 1
+    return groups[::-1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sys
 import tempfile
 import time
 import uuid
@@ -91,11 +92,12 @@ def _measure(settings: Settings, count: int, home: Path, profile_dir: Path | Non
     return results
 
 
-def measure_passthrough(settings: Settings, count: int) -> float:
+def measure_passthrough(settings: Settings, count: int, as_worker: bool = False) -> float:
     """Pass-through events/s over `count` synthetic events, produced first into `settings`' own
-    event topics (the caller names and deletes them) on its broker."""
+    event topics (the caller names and deletes them) on its broker. `as_worker`: with the session
+    worker's hand-off from the consumer to the streams (faust_internals.deliver_inline), not Faust's."""
     _produce(settings, count)
-    return run_passthrough(settings, count)
+    return run_passthrough(settings, count, as_worker=as_worker)
 
 
 def _produce(settings: Settings, count: int) -> None:
@@ -107,14 +109,17 @@ def _produce(settings: Settings, count: int) -> None:
     produce(settings, synthetic_events(count), total=count)
 
 
-def run_passthrough(settings: Settings, count: int, profile_dir: Path | None = None) -> float:
+AS_WORKER = "--hand-off-as-worker"
+
+
+def run_passthrough(settings: Settings, count: int, profile_dir: Path | None = None, as_worker: bool = False) -> float:
     """Events/s of the pass-through agent over the `count` events in `settings`' event topics."""
     from streams.topics import ensure_topics
 
     ensure_topics(settings, [passthrough_topic(settings)])
-    print("(a) pass-through agent")
-    return _run(settings, ("-m", "streams.bench_stream"), passthrough_topic(settings), count, Path(settings.home),
-                profile_dir, "passthrough")
+    print("(a) pass-through agent" + (", the worker's hand-off" if as_worker else ""))
+    command = ("-m", "streams.bench_stream", *([AS_WORKER] if as_worker else []))
+    return _run(settings, command, passthrough_topic(settings), count, Path(settings.home), profile_dir, "passthrough")
 
 
 def _run(settings, command, output_topic, count, home, profile_dir, name, consumed=False) -> float:
@@ -183,4 +188,6 @@ if __name__ == "__main__":
     from streams.app import run_worker
 
     settings = Settings.from_env()
+    if AS_WORKER in sys.argv[1:]:
+        faust_internals.deliver_inline()
     raise SystemExit(run_worker(create_passthrough_app(settings), settings))

@@ -138,6 +138,15 @@ def test_a_query_steers_the_answer_as_the_graph_answers_it(served, reference):
     assert answers[0][0] != answers[1][0] and answers[2][0] != answers[3][0]
 
 
+def test_a_batch_of_short_and_long_histories_is_answered_row_by_row_as_the_graph_answers(served, reference):
+    sessions = [[f"i{1 + n % 20}"] for n in range(40)] + [[f"i{n}", "i2", "i3", f"i{n + 5}"] for n in range(1, 11)]
+    queries = ["", "red car"] * 25
+    assert len(wire.length_groups([len(row) for row in sessions])) == 2  # model.py runs the two lengths apart
+    answers = recommend(served.triton_grpc, sessions, queries)
+    for session, query, answer in zip(sessions, queries, answers):
+        assert_same(answer, reference(session, query))
+
+
 def test_concurrent_calls_with_different_queries_share_batches_correctly(served, reference):
     calls = [(["i1", "i2"][:n % 3], ["", "red", "doll kite"][n % 3]) for n in range(9)]
 

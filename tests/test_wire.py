@@ -28,3 +28,18 @@ def test_left_pad_is_as_wide_as_the_longest_row_and_never_empty():
     assert wire.left_pad([[], []]).shape == (2, 1)
     rows = wire.left_pad([[b"a"], []], fill=wire.SHOP_PADDING, dtype=np.object_)
     assert rows.tolist() == [[b"a"], [b""]]
+
+
+def test_length_groups_pad_each_group_to_its_own_longest_when_that_saves_more_than_a_run():
+    assert [list(g) for g in wire.length_groups([4, 4, 4])] == [[0, 1, 2]]
+    assert [list(g) for g in wire.length_groups([])] == [[]]
+    # 40 one-item histories beside 10 of 50: apart 40 + 500 positions and two runs, together 2,500
+    lengths = [1] * 40 + [50] * 10
+    groups = wire.length_groups(lengths, run_cost=32)
+    assert [sorted(set(np.array(lengths)[g])) for g in groups] == [[1], [50]]
+    # a few positions of padding are cheaper than another run
+    assert len(wire.length_groups([3] * 30 + [4] * 2, run_cost=32)) == 1
+    mixed = np.random.default_rng(0).integers(0, 51, 300)
+    groups = wire.length_groups(mixed)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(300))  # every row once
+    assert all(np.maximum(mixed[a], 1).max() < np.maximum(mixed[b], 1).min() for a, b in zip(groups, groups[1:]))

@@ -58,6 +58,19 @@ class TritonPythonModel:
                 for query in (WARMUP_QUERY, ""):
                     self._run(np.zeros((batch, width), dtype=np.int64), [query] * batch)
 
+    def _run_grouped(self, rows, queries):
+        """`_run` over rows of model ids, in groups of similar length (wire.length_groups), each
+        padded to its own longest: a history of 3 items beside one of 50 is not computed at 50."""
+        groups = wire.length_groups([len(row) for row in rows])
+        if len(groups) == 1:
+            return self._run(wire.left_pad(rows), queries)
+        answered = [self._run(wire.left_pad([rows[n] for n in group]), [queries[n] for n in group] if queries else queries)
+                    for group in groups]
+        items, scores = (np.empty((len(rows), *part.shape[1:]), dtype=part.dtype) for part in answered[0])
+        for group, (group_items, group_scores) in zip(groups, answered):
+            items[group], scores[group] = group_items, group_scores
+        return items, scores
+
     def _run(self, model_ids, queries):
         """Shop ids and scores [rows, top_k] of left-padded model ids and each row's query."""
         if self.tokenizer is None:
@@ -107,7 +120,7 @@ class TritonPythonModel:
 
     def _answer(self, sessions, queries, owners, responses):
         try:
-            items, scores = self._run(wire.left_pad([row for rows in sessions for row in rows]), queries)
+            items, scores = self._run_grouped([row for rows in sessions for row in rows], queries)
         except Exception as exc:
             for n in owners:
                 responses[n] = _error(exc)
