@@ -31,6 +31,7 @@ faust-streaming 0.11 and aiokafka 0.14: re-check on upgrades).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from functools import partial
@@ -118,7 +119,7 @@ def deliver_inline() -> None:
     wait_first = Consumer.__dict__.get("_shopguide_wait_first", Consumer.wait_first)
 
     async def inline_wait_first(consumer, *coros, timeout=None):
-        if timeout is not None or not coros or not all(asyncio.iscoroutine(coro) for coro in coros):
+        if timeout is not None or not coros or not all(inspect.iscoroutine(coro) for coro in coros):
             return await wait_first(consumer, *coros, timeout=timeout)
         first, others = coros[0], coros[1:]
         try:
