@@ -279,7 +279,7 @@ WORK = {"shopguide_triton_batch_size_sum": "inferred", "shopguide_events_consume
         "nv_inference_queue_duration_us_total": "queue_us", "nv_inference_compute_input_duration_us_total": "compute_us",
         "nv_inference_compute_infer_duration_us_total": "compute_us",
         "nv_inference_compute_output_duration_us_total": "compute_us"}
-PHASES = ("queued", "fold", "answer", "confirm")
+PHASES = ("queued", "fold", "answer", "wait", "send", "confirm")
 
 
 def _work(samples: list) -> dict[str, float]:
@@ -349,7 +349,8 @@ def _print(capacities: dict, latency: Stage, stages: list[Stage], profile) -> No
         print(f"its mean batch: {b['events']:.1f} events; the oldest queued {b['queued']:.1f} ms (the storefront's "
               f"tick, Kafka, the fetch, the batch wait), then fold {b['fold']:.1f} ms, answer {b['answer']:.1f} ms "
               f"(a Triton call {b['triton']:.1f} ms: {b['server']:.1f} in the server, {b['queue']:.1f} of it queued "
-              f"and {b['compute']:.1f} computing), confirm {b['confirm']:.1f} ms")
+              f"and {b['compute']:.1f} computing), the batch before {b['wait']:.1f} ms, send {b['send']:.1f} ms, "
+              f"confirm {b['confirm']:.1f} ms")
     if profile is not None:
         print(profile.report(latency.sent, {"storefront (sending)": latency.storefront_cpu_s}))
 

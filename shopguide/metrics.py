@@ -36,8 +36,9 @@ class WorkerMetrics:
         self.batch_phase = Histogram("shopguide_batch_phase_seconds", "One agent batch's time in each phase: queued "
                                      "(its oldest event, from its Kafka timestamp until the batch is handed over: "
                                      "the producer's linger, the broker, the fetch, the batch wait), fold (decode, "
-                                     "sessions, changelog queued), answer (the recommender, its Triton call included), "
-                                     "confirm (until Kafka has every record)", ["phase"],
+                                     "sessions), answer (the recommender's model answers, its Triton call included), "
+                                     "wait (for the batch before to be confirmed), send (changelog, recommendations "
+                                     "and dead letters queued), confirm (until Kafka has every record)", ["phase"],
                                      buckets=LATENCY_BUCKETS, registry=registry)
         self.steered = Counter("shopguide_recommendations_steered", "Model answers a search query steered (its own "
                                "and the session's next events, SHOPGUIDE_QUERY_EVENTS)", registry=registry)

@@ -2,13 +2,15 @@
 
 Events arrive in batches (`faust_internals.take_batches`: up to SHOPGUIDE_BATCH_MAX, each at most
 SHOPGUIDE_BATCH_WAIT after its first event arrived); sessions live in a SessionStore (this worker's
-partitions, recovered in bulk from the changelog). Each batch queues every touched session's
-changelog record once, hands one SessionUpdate per accepted event to the sink (the recommender,
-which queues its answers in the same outbox), and then waits until Kafka has confirmed all of it;
-only then are the sessions stored and the batch's offsets acked. Faust acks a batch when the
-agent moves past it, even on an exception, so a batch that cannot be confirmed ends the process
-instead (no commit): after the restart its events are read again, and sessions skip the events
-they already hold (`sessions.holds`), so each event is folded in once.
+partitions, recovered in bulk from the changelog). Each batch is folded into its sessions, asks
+the sink (the recommender) for its answers, then queues every touched session's changelog record
+once and one recommendation per accepted event in the same outbox, and waits until Kafka has
+confirmed all of it; only then are the sessions stored and the batch's events acked. Two batches
+are in flight at most: the next is folded and asks the model while the one before is sent and
+confirmed, and is sent only after it, so records and acks keep the events' order. A batch that
+cannot be confirmed ends the process (no ack, no commit): after the restart its events are read
+again, and sessions skip the events they already hold (`sessions.holds`), so each event is folded
+in once.
 """
 from __future__ import annotations
 
@@ -51,15 +53,31 @@ class SessionUpdate:
 
 class SessionSink(Protocol):
     """Where accepted events go after their session was updated (the recommender plugs in here).
-    Awaited once per batch with that batch's updates in order; what it sends goes through the
-    outbox it was given, so it is confirmed with the batch."""
+    For each batch, `answer` is awaited with the batch's updates in order (it may run while the batch
+    before is still delivered and confirmed), then `deliver` with its result, after the batch before
+    was confirmed; what it sends goes through the outbox it was given, so it is confirmed with the batch."""
 
-    async def __call__(self, updates: Sequence[SessionUpdate]) -> None: ...
+    async def answer(self, updates: Sequence[SessionUpdate]) -> object: ...
+
+    async def deliver(self, updates: Sequence[SessionUpdate], answers: object) -> None: ...
 
 
 class NullSink:
-    async def __call__(self, updates: Sequence[SessionUpdate]) -> None:
+    async def answer(self, updates: Sequence[SessionUpdate]) -> None:
         return None
+
+    async def deliver(self, updates: Sequence[SessionUpdate], answers: None) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class Folded:
+    """A batch folded into its sessions, not yet sent nor confirmed."""
+    events: Sequence            # the batch's Faust events, acked once it is confirmed
+    updates: list[SessionUpdate]
+    sessions: dict              # key -> (the newest session, its partition)
+    packed: dict                # key -> that session packed, for the changelog and the store
+    dead_letters: list[Record]
 
 
 class SessionAgent:
@@ -80,54 +98,95 @@ class SessionAgent:
         self.clock = 0.0      # newest event time seen: the TTL's clock
         self.seen_at: dict[bytes, float] = {}  # key -> last_seen, filled by saves and sweeps
         self.next_sweep = time.monotonic() + SWEEP_EVERY_S
+        self.unconfirmed: dict[bytes, Session] = {}  # sessions folded by a batch still in flight
 
     async def run(self, stream) -> None:
-        async for batch in faust_internals.take_batches(stream, *self.take):
-            try:
+        """Two batches in flight at most: while one waits for Triton, is sent and confirmed, the next
+        is folded and asks Triton; it is sent only once the one before was confirmed."""
+        behind: asyncio.Task | None = None
+        try:
+            async for batch in faust_internals.take_batches(stream, *self.take):
                 oldest = min(event.message.timestamp for event in batch)
                 self.metrics.batch_phase.labels("queued").observe(max(time.time() - oldest, 0.0))
                 self.metrics.batch_events.observe(len(batch))
-                await self.process(batch)
+                folded = await self.crash_on_failure(self.fold_batch(batch))
+                ahead = asyncio.ensure_future(self.crash_on_failure(self.complete(folded, behind, stream)))
+                if behind is not None:
+                    await behind
+                behind = ahead
                 if time.monotonic() >= self.next_sweep:
-                    await self.evict_idle()
-            except Exception as exc:  # returning would let Faust ack the batch: stop uncommitted
-                log.critical("batch not confirmed, stopping without commit: %s", exc, exc_info=True)
-                logging.shutdown()
-                os._exit(CRASH_EXIT)
+                    await behind
+                    await self.crash_on_failure(self.evict_idle())
+            if behind is not None:
+                await behind
+        finally:
+            if behind is not None and not behind.done():
+                behind.cancel()  # stopping: its events were not acked and are read again
+
+    @staticmethod
+    async def crash_on_failure(step):
+        try:
+            return await step
+        except Exception as exc:  # returning would let Faust ack the batch: stop uncommitted
+            log.critical("batch not confirmed, stopping without commit: %s", exc, exc_info=True)
+            logging.shutdown()
+            os._exit(CRASH_EXIT)
 
     async def process(self, batch) -> None:
+        """One batch from fold to confirm, with nothing else in flight."""
+        await self.complete(await self.fold_batch(batch))
+
+    async def fold_batch(self, batch) -> Folded:
         started = time.perf_counter()
-        sessions: dict[bytes, tuple[Session, int]] = {}
-        updates: list[SessionUpdate] = []
+        folded = Folded(batch, [], {}, {}, [])
         for faust_event in batch:
             message = faust_event.message
             self.done[message.tp] = message.offset
             if not await self.store.ready(message.partition):
                 continue  # revoked: its new owner reads it again from the last commit
             try:
-                updates.append(self.fold(message, sessions))
+                folded.updates.append(self.fold(message, folded.sessions))
             except RejectedEvent as rejected:
-                await self.reject(message, rejected.reason)
+                self.reject(folded, message, rejected.reason)
             except Exception as exc:  # a bug or an odd input must not cost the rest of the batch
                 log.exception("event %s:%d:%d failed", message.topic, message.partition, message.offset)
-                await self.reject(message, "processing_error", [("exception", type(exc).__name__.encode())])
-        self.count(updates)
+                self.reject(folded, message, "processing_error", [("exception", type(exc).__name__.encode())])
+        self.count(folded.updates)
         self.guard.check()
-        packed = {key: session.pack() for key, (session, _) in sessions.items()}
-        for key, (_, partition) in sessions.items():
-            await self.outbox.put(Record("changelog", self.changelog, key, packed[key], partition))
-        folded = time.perf_counter()
-        if updates:
-            await self.sink(updates)
-        answered = time.perf_counter()
-        await self.outbox.confirm()
+        for key, (session, _) in folded.sessions.items():
+            folded.packed[key] = session.pack()
+            self.unconfirmed[key] = session
+        self.metrics.batch_phase.labels("fold").observe(time.perf_counter() - started)
+        return folded
+
+    async def complete(self, folded: Folded, behind: asyncio.Future | None = None, stream=None) -> None:
+        """Answer `folded`, wait for the batch `behind` it, send, confirm; then store its sessions and
+        ack its events (on `stream`)."""
         phases = self.metrics.batch_phase
-        phases.labels("fold").observe(folded - started)
-        phases.labels("answer").observe(answered - folded)
-        phases.labels("confirm").observe(time.perf_counter() - answered)
-        for key, (session, partition) in sessions.items():
-            self.store.put(partition, key, packed[key])
+        started = time.perf_counter()
+        answers = await self.sink.answer(folded.updates) if folded.updates else None
+        answered = time.perf_counter()
+        if behind is not None:
+            await behind
+        waited = time.perf_counter()
+        for record in folded.dead_letters:
+            await self.outbox.put(record)
+        for key, (_, partition) in folded.sessions.items():
+            await self.outbox.put(Record("changelog", self.changelog, key, folded.packed[key], partition))
+        if folded.updates:
+            await self.sink.deliver(folded.updates, answers)
+        sent = time.perf_counter()
+        await self.outbox.confirm()
+        for phase, seconds in (("answer", answered - started), ("wait", waited - answered), ("send", sent - waited),
+                               ("confirm", time.perf_counter() - sent)):
+            phases.labels(phase).observe(seconds)
+        for key, (session, partition) in folded.sessions.items():
+            self.store.put(partition, key, folded.packed[key])
             self.seen_at[key] = session.last_seen
+            if self.unconfirmed.get(key) is session:
+                del self.unconfirmed[key]
+        if stream is not None:
+            await faust_internals.ack(stream, folded.events)
 
     def fold(self, message, sessions: dict) -> SessionUpdate:
         event = decode(message.value)
@@ -150,11 +209,13 @@ class SessionAgent:
             self.metrics.events.labels(kind).inc(count)
 
     def load(self, partition: int, key: bytes) -> Session | None:
+        if key in self.unconfirmed:
+            return self.unconfirmed[key]
         packed = self.store.get(partition, key)
         return Session.unpack(packed) if packed is not None else None
 
-    async def reject(self, message, reason: str, extra: list[tuple[str, bytes]] = ()) -> None:
-        await self.outbox.put(dead_letter(self.deadletter, message, reason, extra))
+    def reject(self, folded: Folded, message, reason: str, extra: list[tuple[str, bytes]] = ()) -> None:
+        folded.dead_letters.append(dead_letter(self.deadletter, message, reason, extra))
         self.metrics.deadletters.labels(reason).inc()
 
     async def evict_idle(self) -> None:

@@ -62,6 +62,7 @@ def create_passthrough_app(settings: Settings) -> faust.App:
         async for batch in faust_internals.take_batches(stream, settings.batch_max, settings.batch_wait_s):
             for event in batch:
                 sink.send_soon(key=event.message.key, value=event.message.value)
+            await faust_internals.ack(stream, batch)
 
     return app
 

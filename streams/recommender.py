@@ -1,16 +1,18 @@
 """The recommendation stage: one recommendation per accepted event, pushed to the storefront topic.
 
-Plugged into the session agent as its sink: each agent batch becomes at most one Triton call (with
-a timeout) for the distinct model inputs in it (a session's items and the search text that still
-steers it, streams/sessions.py) that no earlier answer covers (streams/answers.py);
-answers are mapped to what a shopper should see (nothing just bought, topped up with popular
-items), and each is sent to `shop.recommendations`. When Triton fails, the batch is answered from
-popularity (`source: fallback`) and Triton is tried again after a short pause, so model answers
-resume by themselves.
+Plugged into the session agent as its sink, in two steps: `answer` asks the model (it may run while
+the batch before is still sent and confirmed), `deliver` queues the recommendations (in batch
+order). Each agent batch becomes at most one Triton call (with a timeout) for the distinct model
+inputs in it (a session's items and the search text that still steers it, streams/sessions.py)
+that no earlier answer covers (streams/answers.py); answers are mapped to what a shopper should see
+(nothing just bought, topped up with popular items), and each is sent to `shop.recommendations`.
+When Triton fails, the batch is answered from popularity (`source: fallback`) and Triton is tried
+again after a short pause, so model answers resume by themselves.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import msgpack
@@ -32,6 +34,13 @@ VERSION = 1
 RETRY_AFTER_S = 1.0  # after a failed call, answer from popularity this long before trying Triton again
 
 
+@dataclass(frozen=True, slots=True)
+class Answers:
+    newest: dict      # user key -> the model input asked (model_inputs)
+    found: list       # (answer, version) per update, None where popularity answers
+    cause: str | None  # why the model did not answer, when it did not
+
+
 class Recommender:
     def __init__(self, settings: Settings, outbox: Outbox, metrics: WorkerMetrics,
                  client: TritonClient | None = None, popularity: Popularity | None = None,
@@ -51,12 +60,18 @@ class Recommender:
         self.retry_at = 0.0
         self.last_cause = "unavailable"
 
-    async def __call__(self, updates: Sequence[SessionUpdate]) -> None:
+    async def answer(self, updates: Sequence[SessionUpdate]) -> Answers:
+        """The model's answers to a batch, not yet sent (they may overlap the batch before's sends)."""
         await self.catalog.ready()
         self.popularity.observe(item for update in updates for item in update.event.items)
         newest = self.model_inputs(updates)
-        answers, cause = await self.ask_model(updates, newest)
-        for update, found in zip(updates, answers):
+        found, cause = await self.ask_model(updates, newest)
+        return Answers(newest, found, cause)
+
+    async def deliver(self, updates: Sequence[SessionUpdate], answers: Answers) -> None:
+        """One recommendation per update into the outbox, from `answers` (answer's result)."""
+        newest, cause = answers.newest, answers.cause
+        for update, found in zip(updates, answers.found):
             answer, version = found if found is not None else (None, None)
             source = "model" if answer is not None else "fallback"
             if answer is None:
