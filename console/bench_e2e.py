@@ -5,12 +5,14 @@ that rate.
 First the parts alone, on the run's broker and Triton: the Faust pass-through agent (events/s; the
 yardstick is Faust as published, measured again with the session worker's hand-off from the
 consumer to the streams, `faust_internals.deliver_inline`) and the served model (users/s over the
-histories this run's events build). Then the pipeline: Toys clicks (users interleaved, items the
-model knows), each preceded with probability --search-share by the same user's search for two or
-three consecutive words of the item's title in the Toys catalogue (items.tsv beside the clicks;
-without it, or for a title of one word, the query is "wooden toys"), offered at fixed rates,
-fractions of the pass-through rate, from a storefront process of its own; latency is the
-recommendation's arrival at a storefront consumer minus its event's Kafka timestamp. A stage is
+histories this run's events build). Then the pipeline: Toys clicks as a steady stream of shoppers
+(console/shoppers.py: a thousand clicking in turn, so every stage reads histories as long as the
+data's, wherever it falls; the warm-up replays the first shoppers' earlier clicks), each
+preceded with probability --search-share by the same user's search for two or three consecutive
+words of the item's title in the Toys catalogue (items.tsv beside the clicks; without it, or for
+a title of one word, the query is "wooden toys"), offered at fixed rates, fractions of the
+pass-through rate, from a storefront process of its own; latency is the recommendation's arrival
+at a storefront consumer minus its event's Kafka timestamp. A stage is
 sustained when the producer kept the rate, every recommendation arrived within the drain time
 after the last event, at most 1 % of them came from the popularity fallback (a Triton call that
 timed out under load answers its batch from popularity, which keeps up without the model), and
@@ -40,6 +42,7 @@ from shopguide.errors import UserError
 from shopguide.stats import percentile
 from shopguide.extras import needs
 from console.stack import TOYS
+from console.shoppers import steady_clicks
 from console.storefront import offer
 
 MAX_FALLBACK_SHARE = 0.01  # a sustained stage's answers come from the model
@@ -62,7 +65,8 @@ def register(bench) -> None:
                      help="probability that a click is preceded by a search for words of its item's title (default 0.1)")
     e2e.add_argument("--seconds", type=float, default=10.0, help="length of each stage (default 10 s)")
     e2e.add_argument("--warmup", type=float, default=5.0,
-                     help="unreported seconds at the first step's rate: connections, metadata, caches (default 5)")
+                     help="unreported seconds at the first step's rate: connections, metadata, caches; at least as "
+                          "long as the first shoppers' earlier clicks take (console/shoppers.py) (default 5)")
     e2e.add_argument("--drain", type=float, default=5.0, help="grace after a stage for late answers (default 5 s)")
     e2e.add_argument("--max-p99", type=float, default=1.0, help="p99 latency (s) a sustained stage stays under (default 1)")
     e2e.add_argument("--passthrough-events", type=int, default=40_000,
@@ -115,12 +119,14 @@ def run(args, settings: Settings) -> int:
         raise UserError("--steps, --seconds, --passthrough-events, --triton-batch and --triton-concurrency must be positive")
     if args.refine < 0:
         raise UserError(f"--refine {args.refine}: expected 0 or more stages")
-    clicks = itertools.cycle([(i.user, i.item) for i in read(settings.data_dir / TOYS)])
+    warmup, clicks = steady_clicks([(i.user, i.item) for i in read(settings.data_dir / TOYS)])
     settings = own_pipeline(settings, f"bench-{uuid.uuid4().hex[:8]}")
     with local_stack(settings, args.train_minutes) as worker:
         try:
-            events = _with_searches(clicks, args.search_share, _titles(settings, args.search_share))
-            result = _measure(args, settings, worker, events)
+            titles = _titles(settings, args.search_share)
+            warmup = list(_with_searches(warmup, args.search_share, titles))
+            events = itertools.chain(warmup, _with_searches(clicks, args.search_share, titles, seed=1))
+            result = _measure(args, settings, worker, events, len(warmup))
         finally:
             worker.stop()
             _drop_pipeline(settings)
@@ -129,8 +135,9 @@ def run(args, settings: Settings) -> int:
     return 0
 
 
-def _measure(args, settings: Settings, worker, events):
-    """(capacities, latency stage, every stage by rate, profile): the parts alone, then the pipeline."""
+def _measure(args, settings: Settings, worker, events, warmup: int):
+    """(capacities, latency stage, every stage by rate, profile): the parts alone, then the pipeline,
+    whose first `warmup` events are the warm-up's at least."""
     from console.bench_capacity import histories, passthrough_rate, triton_rate
     from serving.repository import ModelRepository
     from streams.watch import RecommendationWatcher
@@ -151,9 +158,9 @@ def _measure(args, settings: Settings, worker, events):
     # 150 ms, which showed up as delivery latency. Records hold no cycles: no collector needed.
     gc.disable()
     try:
-        if args.warmup > 0:
-            print(f"warming up for {args.warmup:g} s")
-            _stage(settings, watcher, events, rates[0], args.warmup, args.drain, args.max_p99, worker)
+        seconds = max(args.warmup, warmup / rates[0])
+        print(f"warming up for {seconds:.1f} s")
+        _stage(settings, watcher, events, rates[0], seconds, args.drain, args.max_p99, worker)
         stages = []
         for rate in rates:
             stages.append(_stage(settings, watcher, events, rate, args.seconds, args.drain, args.max_p99, worker))
