@@ -36,7 +36,8 @@ class WorkerMetrics:
         self.batch_phase = Histogram("shopguide_batch_phase_seconds", "One agent batch's time in each phase: queued "
                                      "(its oldest event, from its Kafka timestamp until the batch is handed over: "
                                      "the producer's linger, the broker, the fetch, the batch wait), fold (decode, "
-                                     "sessions), answer (the recommender's model answers, its Triton call included), "
+                                     "sessions), answer (the recommender's model answers: the wait for the batch before's Triton "
+                                     "call to return, then its own), "
                                      "wait (for the batch before to be confirmed), send (changelog, recommendations "
                                      "and dead letters queued), confirm (until Kafka has every record)", ["phase"],
                                      buckets=LATENCY_BUCKETS, registry=registry)

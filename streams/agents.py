@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from aiokafka.errors import IllegalStateError
@@ -78,6 +78,7 @@ class Folded:
     sessions: dict              # key -> (the newest session, its partition)
     packed: dict                # key -> that session packed, for the changelog and the store
     dead_letters: list[Record]
+    answered: asyncio.Event = field(default_factory=asyncio.Event)  # its model call is over: the next may ask
 
 
 class SessionAgent:
@@ -101,16 +102,19 @@ class SessionAgent:
         self.unconfirmed: dict[bytes, Session] = {}  # sessions folded by a batch still in flight
 
     async def run(self, stream) -> None:
-        """Two batches in flight at most: while one waits for Triton, is sent and confirmed, the next
-        is folded and asks Triton; it is sent only once the one before was confirmed."""
+        """Two batches in flight at most: while one is sent and confirmed, the next is folded and asks
+        Triton (once the call before has returned: two calls at once only queue in Triton); it is
+        sent only once the one before was confirmed."""
         behind: asyncio.Task | None = None
+        asking: asyncio.Event | None = None
         try:
             async for batch in faust_internals.take_batches(stream, *self.take):
                 oldest = min(event.message.timestamp for event in batch)
                 self.metrics.batch_phase.labels("queued").observe(max(time.time() - oldest, 0.0))
                 self.metrics.batch_events.observe(len(batch))
                 folded = await self.crash_on_failure(self.fold_batch(batch))
-                ahead = asyncio.ensure_future(self.crash_on_failure(self.complete(folded, behind, stream)))
+                ahead = asyncio.ensure_future(self.crash_on_failure(self.complete(folded, behind, stream, asking)))
+                asking = folded.answered
                 if behind is not None:
                     await behind
                 behind = ahead
@@ -159,12 +163,19 @@ class SessionAgent:
         self.metrics.batch_phase.labels("fold").observe(time.perf_counter() - started)
         return folded
 
-    async def complete(self, folded: Folded, behind: asyncio.Future | None = None, stream=None) -> None:
-        """Answer `folded`, wait for the batch `behind` it, send, confirm; then store its sessions and
-        ack its events (on `stream`)."""
+    async def complete(self, folded: Folded, behind: asyncio.Future | None = None, stream=None,
+                       asking: asyncio.Event | None = None) -> None:
+        """Answer `folded` once the batch before has its answers (`asking` set), wait for that batch
+        (`behind`) to be confirmed, send, confirm; then store its sessions and ack its events (on
+        `stream`)."""
         phases = self.metrics.batch_phase
         started = time.perf_counter()
-        answers = await self.sink.answer(folded.updates) if folded.updates else None
+        try:
+            if asking is not None:
+                await asking.wait()
+            answers = await self.sink.answer(folded.updates) if folded.updates else None
+        finally:
+            folded.answered.set()
         answered = time.perf_counter()
         if behind is not None:
             await behind
