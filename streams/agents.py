@@ -131,7 +131,7 @@ class SessionAgent:
     async def crash_on_failure(step):
         try:
             return await step
-        except Exception as exc:  # returning would let Faust ack the batch: stop uncommitted
+        except Exception as exc:  # going on would ack later batches past this one: stop uncommitted
             log.critical("batch not confirmed, stopping without commit: %s", exc, exc_info=True)
             logging.shutdown()
             os._exit(CRASH_EXIT)
