@@ -59,7 +59,7 @@ def test_a_full_batch_goes_at_once_and_never_holds_more():
 
     batches = handed_over(script)
     assert [len(values) for _, values in batches] == [MAX, 2]
-    assert batches[0][0] < WITHIN_S / 2
+    assert batches[0][0] < 0.9 * WITHIN_S  # before the wait is out (a busy CI machine once stalled it 0.58 s)
 
 
 def test_events_that_came_during_a_batch_go_when_it_ends():
