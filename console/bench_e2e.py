@@ -124,9 +124,9 @@ def run(args, settings: Settings) -> int:
     with local_stack(settings, args.train_minutes) as worker:
         try:
             titles = _titles(settings, args.search_share)
-            warmup = list(_with_searches(warmup, args.search_share, titles))
-            events = itertools.chain(warmup, _with_searches(clicks, args.search_share, titles, seed=1))
-            result = _measure(args, settings, worker, events, len(warmup))
+            warm = list(_with_searches(warmup, args.search_share, titles))
+            events = itertools.chain(warm, _with_searches(clicks, args.search_share, titles, seed=1))
+            result = _measure(args, settings, worker, events, len(warm))
         finally:
             worker.stop()
             _drop_pipeline(settings)

@@ -6,8 +6,9 @@ partitions, recovered in bulk from the changelog). Each batch is folded into its
 the sink (the recommender) for its answers, then queues every touched session's changelog record
 once and one recommendation per accepted event in the same outbox, and waits until Kafka has
 confirmed all of it; only then are the sessions stored and the batch's events acked. Two batches
-are in flight at most: the next is folded and asks the model while the one before is sent and
-confirmed, and is sent only after it, so records and acks keep the events' order. A batch that
+are in flight at most: the next is folded, and asks the model once the call before has returned,
+while the one before is sent and confirmed; it is sent only after it, so records and acks keep the
+events' order. A batch that
 cannot be confirmed ends the process (no ack, no commit): after the restart its events are read
 again, and sessions skip the events they already hold (`sessions.holds`), so each event is folded
 in once.
@@ -74,10 +75,10 @@ class NullSink:
 class Folded:
     """A batch folded into its sessions, not yet sent nor confirmed."""
     events: Sequence            # the batch's Faust events, acked once it is confirmed
-    updates: list[SessionUpdate]
-    sessions: dict              # key -> (the newest session, its partition)
-    packed: dict                # key -> that session packed, for the changelog and the store
-    dead_letters: list[Record]
+    updates: list[SessionUpdate] = field(default_factory=list)
+    sessions: dict = field(default_factory=dict)  # key -> (the newest session, its partition)
+    packed: dict = field(default_factory=dict)    # key -> that session packed, for the changelog and the store
+    dead_letters: list[Record] = field(default_factory=list)
     answered: asyncio.Event = field(default_factory=asyncio.Event)  # its model call is over: the next may ask
 
 
@@ -142,7 +143,7 @@ class SessionAgent:
 
     async def fold_batch(self, batch) -> Folded:
         started = time.perf_counter()
-        folded = Folded(batch, [], {}, {}, [])
+        folded = Folded(batch)
         for faust_event in batch:
             message = faust_event.message
             self.done[message.tp] = message.offset
