@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from serving.wire import REQUEST_ITEMS, REQUEST_QUERY, RESPONSE_ITEMS, RESPONSE_SCORES, SHOP_PADDING
+from serving.wire import ID_SEPARATOR, REQUEST_HISTORY, REQUEST_QUERY, RESPONSE_RANKED, RESPONSE_SCORES, SHOP_PADDING
 
 PROBE_TIMEOUT_S = 2.0
 RECONNECT_BACKOFF_MAX_MS = 1000
@@ -28,19 +28,13 @@ class ServingError(Exception):
 
 
 _LENGTH = struct.Struct("<I")  # a BYTES element's length on the wire
-_PADDING = _LENGTH.pack(len(SHOP_PADDING)) + SHOP_PADDING
+_SEPARATOR = ID_SEPARATOR.decode()
 
 
 def encode(sessions: Sequence[Sequence]) -> tuple[list[int], bytes]:
-    """Sessions of shop ids (str or int) -> the ITEMS tensor's shape and its BYTES wire form
-    (`bytes_tensor`), each row left-padded with b"" to the longest (at least one column, so new
-    shoppers alone still make a valid input)."""
-    width = max(1, max(map(len, sessions), default=0))
-    parts = []
-    for items in sessions:
-        parts.append(_PADDING * (width - len(items)))
-        parts.append(bytes_tensor([str(item).encode() for item in items]))
-    return [len(sessions), width], b"".join(parts)
+    """Sessions of shop ids (str or int) -> the HISTORY tensor's shape, [rows, 1], and its BYTES wire
+    form (`bytes_tensor`): each row its ids, oldest first, joined by wire.ID_SEPARATOR."""
+    return [len(sessions), 1], bytes_tensor([_SEPARATOR.join(map(str, items)).encode() for items in sessions])
 
 
 def encode_queries(queries: Sequence[str] | None, rows: int) -> tuple[list[int], bytes]:
@@ -75,28 +69,34 @@ def bytes_elements(raw: bytes) -> list[bytes]:
 
 
 def infer_inputs(sessions: Sequence[Sequence], queries: Sequence[str] | None = None) -> list:
-    """The ITEMS and QUERY inputs of one call (tritonclient's gRPC InferInput, which its sync and
+    """The HISTORY and QUERY inputs of one call (tritonclient's gRPC InferInput, which its sync and
     asyncio clients share), their content already in wire form. tritonclient has no public way to
     hand it over: its own set_data_from_numpy stores the same bytes in `_raw_content`
     (tests/test_client.py holds the two to the same request)."""
     from tritonclient.grpc import InferInput
 
     inputs = []
-    for name, (shape, content) in ((REQUEST_ITEMS, encode(sessions)), (REQUEST_QUERY, encode_queries(queries, len(sessions)))):
+    for name, (shape, content) in ((REQUEST_HISTORY, encode(sessions)), (REQUEST_QUERY, encode_queries(queries, len(sessions)))):
         inputs.append(InferInput(name, shape, "BYTES"))
         inputs[-1]._raw_content = content
     return inputs
 
 
+def infer_outputs() -> list:
+    """The outputs a call asks for: the joined answers and their scores (decode reads them)."""
+    from tritonclient.grpc import InferRequestedOutput
+
+    return [InferRequestedOutput(RESPONSE_RANKED), InferRequestedOutput(RESPONSE_SCORES)]
+
+
 def decode(response) -> list[Recommendation]:
     """Per row of a ModelInferResponse: shop ids and scores, best first; padding answers (b"") dropped."""
     outputs = {output.name: (list(output.shape), raw) for output, raw in zip(response.outputs, response.raw_output_contents)}
-    (rows, width), raw_items = outputs[RESPONSE_ITEMS]
-    items = [item.decode() for item in bytes_elements(raw_items)]
-    scores = np.frombuffer(outputs[RESPONSE_SCORES][1], dtype=np.float32).reshape(rows, width).tolist()
+    (rows, width), raw_scores = outputs[RESPONSE_SCORES]
+    scores = np.frombuffer(raw_scores, dtype=np.float32).reshape(rows, width).tolist()
     answers = []
-    for row, row_scores in enumerate(scores):
-        row_items = items[row * width:(row + 1) * width]
+    for joined, row_scores in zip(bytes_elements(outputs[RESPONSE_RANKED][1]), scores):
+        row_items = joined.decode().split(_SEPARATOR)
         if "" in row_items:
             row_scores = [score for item, score in zip(row_items, row_scores) if item]
             row_items = [item for item in row_items if item]
@@ -152,7 +152,7 @@ class TritonClient:
         from tritonclient.utils import InferenceServerException
 
         try:
-            result = await self._connection().infer(self.model_name, infer_inputs(sessions, queries),
+            result = await self._connection().infer(self.model_name, infer_inputs(sessions, queries), outputs=infer_outputs(),
                                                     client_timeout=timeout_s)
         except InferenceServerException as exc:
             raise _serving_error(exc) from exc

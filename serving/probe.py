@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.client import infer_inputs, reason
-from serving.wire import ADDED_ITEMS, ADDED_VECTORS, HISTORY_GRAPH, RESPONSE_ITEMS, RESPONSE_SCORES
+from serving.client import decode, infer_inputs, infer_outputs, reason
+from serving.wire import ADDED_ITEMS, ADDED_VECTORS, HISTORY_GRAPH
 from shopguide.errors import UserError
 
 SUFFIX = "-probe"
@@ -60,12 +60,12 @@ def ask(client, name: str, version: int, directory: Path) -> dict:
     known = set(index) | ({str(item) for item in json.loads(added.read_text())} if added.exists() else set())
     session = index[:SESSION_ITEMS]
     inputs = infer_inputs([session, []], ["", QUERY])
-    result = client.infer(name, inputs, model_version=str(version), client_timeout=LOAD_TIMEOUT_S)
-    items, scores = result.as_numpy(RESPONSE_ITEMS), result.as_numpy(RESPONSE_SCORES)
-    problem = _problem(items, scores, known, int(result.get_response().model_version), version)
+    result = client.infer(name, inputs, model_version=str(version), outputs=infer_outputs(), client_timeout=LOAD_TIMEOUT_S)
+    answers = decode(result.get_response())
+    problem = _problem(answers, known, int(result.get_response().model_version), version)
     if problem:
         raise UserError(f"{name} version {version} answered the probe wrongly: {problem}")
-    return {"session": session, "answer": [item.decode() for item in items[0][:5]]}
+    return {"session": session, "answer": answers[0][0][:5]}
 
 
 def unload(settings) -> None:
@@ -81,14 +81,15 @@ def unload(settings) -> None:
         pass
 
 
-def _problem(items, scores, known: set[str], answered: int, version: int) -> str | None:
+def _problem(answers: list, known: set[str], answered: int, version: int) -> str | None:
     if answered != version:
         return f"version {answered} answered"
-    if items.shape != scores.shape or items.shape[0] != 2 or items.shape[1] < 1:
-        return f"items {list(items.shape)} and scores {list(scores.shape)} for 2 sessions"
-    if any(item.decode() not in known for item in items.ravel()):
+    if len(answers) != 2 or not all(items and len(items) == len(scores) for items, scores in answers):
+        return f"answers of {[len(items) for items, _ in answers]} items for 2 sessions"
+    if any(item not in known for items, _ in answers for item in items):
         return "items outside its item index"
-    if not all(math.isfinite(score) for score in scores.ravel()) or (np.diff(scores, axis=1) > 0).any():
+    scores = [score for _, row in answers for score in row]
+    if not all(math.isfinite(score) for score in scores) or any(np.diff(row).max(initial=0) > 0 for _, row in answers):
         return "scores not finite or not best first"
     return None
 

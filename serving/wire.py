@@ -13,11 +13,18 @@ from typing import Sequence
 
 import numpy as np
 
-# Triton model next_item (must match model_repository/next_item/config.pbtxt)
-REQUEST_ITEMS = "ITEMS"     # BYTES [batch, -1]: shop ids, left-padded with b""
-RESPONSE_ITEMS = "ITEMS"    # BYTES [batch, top_k]: shop ids, best first
-RESPONSE_SCORES = "SCORES"  # FP32 [batch, top_k]
-REQUEST_QUERY = "QUERY"     # BYTES [batch, 1], optional: the session's search text, b"" for none
+# Triton model next_item (must match model_repository/next_item/config.pbtxt). A request carries its
+# histories in one of two forms, and asks for the answers in either or both:
+REQUEST_HISTORY = "HISTORY"  # BYTES [batch, 1]: each row's shop ids, oldest first, joined by ID_SEPARATOR
+REQUEST_ITEMS = "ITEMS"      # BYTES [batch, -1]: shop ids, left-padded with b"" (one element per id)
+RESPONSE_RANKED = "RANKED"   # BYTES [batch, 1]: each row's top_k shop ids, best first, joined by ID_SEPARATOR
+RESPONSE_ITEMS = "ITEMS"     # BYTES [batch, top_k]: shop ids, best first
+RESPONSE_SCORES = "SCORES"   # FP32 [batch, top_k]
+REQUEST_QUERY = "QUERY"      # BYTES [batch, 1], optional: the session's search text, b"" for none
+# The joined forms cost one BYTES element per row, not one per id and padding: Triton's Python backend
+# reads and writes BYTES tensors element by element in Python. No valid shop id holds the separator
+# (ids are printable: streams.events.valid_id).
+ID_SEPARATOR = b"\x1f"
 
 # ONNX graph (trainer/export.py)
 GRAPH_INPUT = "item_ids"                  # INT64 [batch, seq_len]: model ids, left-padded with PADDING

@@ -14,15 +14,11 @@ from serving.client import (ServingError, TritonClient, bytes_elements, bytes_te
 from shopguide.process import free_port
 
 
-def test_encode_left_pads_rows_with_empty_strings_in_tritons_bytes_wire_form():
+def test_encode_joins_each_rows_ids_into_one_element_of_tritons_bytes_wire_form():
     shape, content = encode([["a", 7], [], ["b", "c", "d"]])
-    padded = np.array([[b"", b"a", b"7"], [b"", b"", b""], [b"b", b"c", b"d"]], dtype=np.object_)
-    assert shape == [3, 3] and content == serialize_byte_tensor(padded).item()
-    assert bytes_elements(content) == padded.ravel().tolist()
-
-
-def test_encode_of_only_new_users_still_has_one_column():
-    assert encode([[], []]) == ([2, 1], serialize_byte_tensor(np.array([[b""], [b""]], dtype=np.object_)).item())
+    joined = np.array([[b"a\x1f7"], [b""], [b"b\x1fc\x1fd"]], dtype=np.object_)
+    assert shape == [3, 1] and content == serialize_byte_tensor(joined).item()
+    assert bytes_elements(content) == joined.ravel().tolist()
 
 
 def test_queries_are_one_bytes_column_and_none_is_empty_text():
@@ -36,20 +32,20 @@ def test_queries_are_one_bytes_column_and_none_is_empty_text():
 def test_the_request_carries_what_tritonclients_own_serialiser_would():
     sessions, queries = [["12", 7], ["héllo"]], ["wooden toys", ""]
     for ours, (name, rows) in zip(infer_inputs(sessions, queries), (
-            ("ITEMS", np.array([[b"12", b"7"], [b"", "héllo".encode()]], dtype=np.object_)),
+            ("HISTORY", np.array([[b"12\x1f7"], ["héllo".encode()]], dtype=np.object_)),
             ("QUERY", np.array([[b"wooden toys"], [b""]], dtype=np.object_)))):
         theirs = InferInput(name, list(rows.shape), "BYTES").set_data_from_numpy(rows)
         assert ours._get_tensor() == theirs._get_tensor() and ours._get_content() == theirs._get_content()
 
 
-def test_decode_drops_padding_answers():
+def test_decode_splits_each_rows_ranked_ids_and_drops_padding_answers():
     response = service_pb2.ModelInferResponse(model_name="next_item", model_version="1")
-    for name, datatype, rows, raw in (
-            ("ITEMS", "BYTES", [[b"x", b"", b"y"], [b"z", b"w", b"v"]], None),
-            ("SCORES", "FP32", None, np.array([[3.0, 2.0, 1.0], [6.0, 5.0, 4.0]], dtype=np.float32).tobytes())):
-        response.outputs.add(name=name, datatype=datatype, shape=[2, 3])
-        response.raw_output_contents.append(raw or bytes_tensor([item for row in rows for item in row]))
-    assert decode(response) == [(["x", "y"], [3.0, 1.0]), (["z", "w", "v"], [6.0, 5.0, 4.0])]
+    for name, datatype, shape, raw in (
+            ("RANKED", "BYTES", [2, 1], bytes_tensor([b"x\x1f\x1fy", "z\x1fwé\x1fv".encode()])),
+            ("SCORES", "FP32", [2, 3], np.array([[3.0, 2.0, 1.0], [6.0, 5.0, 4.0]], dtype=np.float32).tobytes())):
+        response.outputs.add(name=name, datatype=datatype, shape=shape)
+        response.raw_output_contents.append(raw)
+    assert decode(response) == [(["x", "y"], [3.0, 1.0]), (["z", "wé", "v"], [6.0, 5.0, 4.0])]
 
 
 def recommend(url, sessions, timeout_s=10.0, queries=None):

@@ -9,12 +9,14 @@ from serving.repository import TEMPLATE
 
 def test_config_names_the_tensors_wire_names():
     config = (TEMPLATE / "config.pbtxt").read_text()
-    inputs = re.findall(r'name: "(\w+)"\s*data_type: (\w+)\s*dims: \[ (-?\d) \]\s*(\w+)',
+    inputs = re.findall(r'name: "(\w+)"\s*data_type: (\w+)\s*dims: \[ (-?\d) \]\s*([\w:\s]+?)\s*}',
                         config.split("input [", 1)[1].split("output [", 1)[0])
-    outputs = re.findall(r'name: "(\w+)"\s*data_type: (\w+)', config.split("output [", 1)[1])
-    assert inputs == [(wire.REQUEST_ITEMS, "TYPE_STRING", "-1", "allow_ragged_batch"),
-                      (wire.REQUEST_QUERY, "TYPE_STRING", "1", "optional")]
-    assert outputs == [(wire.RESPONSE_ITEMS, "TYPE_STRING"), (wire.RESPONSE_SCORES, "TYPE_FP32")]
+    outputs = re.findall(r'name: "(\w+)"\s*data_type: (\w+)\s*dims: \[ (-?\d) \]', config.split("output [", 1)[1])
+    assert inputs == [(wire.REQUEST_HISTORY, "TYPE_STRING", "1", "optional: true"),
+                      (wire.REQUEST_ITEMS, "TYPE_STRING", "-1", "allow_ragged_batch: true\n    optional: true"),
+                      (wire.REQUEST_QUERY, "TYPE_STRING", "1", "optional: true")]
+    assert outputs == [(wire.RESPONSE_RANKED, "TYPE_STRING", "1"), (wire.RESPONSE_ITEMS, "TYPE_STRING", "-1"),
+                       (wire.RESPONSE_SCORES, "TYPE_FP32", "-1")]
 
 
 def test_left_pad_keeps_the_newest_items_at_the_right_end():
@@ -43,3 +45,9 @@ def test_length_groups_pad_each_group_to_its_own_longest_when_that_saves_more_th
     groups = wire.length_groups(mixed)
     assert sorted(np.concatenate(groups).tolist()) == list(range(300))  # every row once
     assert all(np.maximum(mixed[a], 1).max() < np.maximum(mixed[b], 1).min() for a, b in zip(groups, groups[1:]))
+
+
+def test_no_valid_shop_id_holds_the_separator_of_the_joined_forms():
+    from streams.events import valid_id
+
+    assert valid_id("a b") and not valid_id("a" + wire.ID_SEPARATOR.decode() + "b")

@@ -96,29 +96,38 @@ class TritonPythonModel:
             top_ids, top_scores = _merged(top_ids, top_scores, hidden @ self.added_vectors.T, len(self.model_ids) + 1)
         return self.shop_ids[top_ids], top_scores.astype(np.float32)
 
-    def _known(self, rows):
-        """Each row's shop ids -> its newest max_len known model ids (unknown ids and padding drop out)."""
-        if rows.ndim != 2:
-            raise ValueError(f"{wire.REQUEST_ITEMS} must be [batch, items], got shape {list(rows.shape)}")
-        return [[self.model_ids[item] for item in row if item in self.model_ids][-self.max_len:] for row in rows]
+    def _histories(self, request):
+        """The request's rows of shop ids (HISTORY, else ITEMS) -> each row's newest max_len known model
+        ids (unknown ids and padding drop out)."""
+        joined = pb_utils.get_input_tensor_by_name(request, wire.REQUEST_HISTORY)
+        if joined is not None:
+            # Triton has checked the shape against config.pbtxt ([batch, 1])
+            rows = (row.split(wire.ID_SEPARATOR) for row in joined.as_numpy()[:, 0])
+        else:
+            items = pb_utils.get_input_tensor_by_name(request, wire.REQUEST_ITEMS)
+            if items is None:
+                raise ValueError(f"a request needs {wire.REQUEST_HISTORY} or {wire.REQUEST_ITEMS}")
+            rows = items.as_numpy()
+        known = self.model_ids
+        return [[known[item] for item in row if item in known][-self.max_len:] for row in rows]
 
     def execute(self, requests):
         responses = [None] * len(requests)
         sessions, queries, owners = [], [], []
         for n, request in enumerate(requests):
             try:
-                rows = pb_utils.get_input_tensor_by_name(request, wire.REQUEST_ITEMS).as_numpy()
+                rows = self._histories(request)
                 request_queries = _queries(request, len(rows)) if self.tokenizer is not None else ()
-                sessions.append(self._known(rows))
+                sessions.append(rows)
                 queries.extend(request_queries)
                 owners.append(n)
             except Exception as exc:  # a bad request must not fail its neighbours in the batch
                 responses[n] = _error(exc)
         if sessions:
-            self._answer(sessions, queries, owners, responses)
+            self._answer(requests, sessions, queries, owners, responses)
         return responses
 
-    def _answer(self, sessions, queries, owners, responses):
+    def _answer(self, requests, sessions, queries, owners, responses):
         try:
             items, scores = self._run_grouped([row for rows in sessions for row in rows], queries)
         except Exception as exc:
@@ -128,11 +137,21 @@ class TritonPythonModel:
         start = 0
         for n, rows in zip(owners, sessions):
             end = start + len(rows)
-            responses[n] = pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor(wire.RESPONSE_ITEMS, items[start:end]),
-                pb_utils.Tensor(wire.RESPONSE_SCORES, scores[start:end]),
-            ])
+            answer = _outputs(requests[n], items[start:end], scores[start:end])
+            responses[n] = pb_utils.InferenceResponse(output_tensors=answer)
             start = end
+
+
+def _outputs(request, items, scores):
+    """The answer's tensors that `request` asks for (all of them when it names none)."""
+    wanted = set(request.requested_output_names())
+    outputs = [pb_utils.Tensor(wire.RESPONSE_SCORES, scores)]
+    if wire.RESPONSE_RANKED in wanted:
+        ranked = np.array([wire.ID_SEPARATOR.join(row) for row in items], dtype=np.object_).reshape(len(items), 1)
+        outputs.append(pb_utils.Tensor(wire.RESPONSE_RANKED, ranked))
+    if wire.RESPONSE_ITEMS in wanted:
+        outputs.append(pb_utils.Tensor(wire.RESPONSE_ITEMS, items))
+    return outputs
 
 
 def _queries(request, rows):
