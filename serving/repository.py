@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,6 +30,8 @@ from pathlib import Path
 
 from serving import wire
 from shopguide.errors import UserError
+
+log = logging.getLogger(__name__)
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository" / "next_item"
 TEMPLATE_FILES = ("config.pbtxt", "model.py")
@@ -101,20 +104,43 @@ class ModelRepository:
         text = self._config_text()
         pinned = POLICY.sub(policy, text) if POLICY.search(text) else f"{text.rstrip()}\n{policy}\n"
         if pinned != text:  # rewritten only on a change: Triton reloads a model whose files changed
-            tmp = path.with_name(f"{STAGING}config.tmp")
-            tmp.write_text(pinned)
-            os.replace(tmp, path)
+            _write_atomically(path, pinned)
         return live
 
     def _config_text(self) -> str:
         return (self.model_dir / "config.pbtxt").read_text()
 
     def init(self, template: Path = TEMPLATE) -> None:
-        """Give a new repository the model's config and code (an existing one is left alone)."""
+        """Give a new repository the model's config and code; bring an existing one up to the wire
+        form the worker speaks (`upgrade`)."""
         self.model_dir.mkdir(parents=True, exist_ok=True)
         for name in TEMPLATE_FILES:
             if not (self.model_dir / name).exists():
                 shutil.copy2(Path(template) / name, self.model_dir / name)
+        self.upgrade(template)
+
+    def upgrade(self, template: Path = TEMPLATE) -> list[str]:
+        """A repository made before the joined forms (wire.REQUEST_HISTORY, wire.RESPONSE_RANKED)
+        gets the template's config.pbtxt (its version policy kept) and model code, and each of its
+        versions the template's model.py and wire.py: their graphs and files stay as published, and
+        the new code still reads the ITEMS form. What it replaced, by path."""
+        replaced = []
+        config = self.model_dir / "config.pbtxt"
+        if f'name: "{wire.REQUEST_HISTORY}"' not in config.read_text():
+            policy = POLICY.search(config.read_text())
+            text = (Path(template) / "config.pbtxt").read_text()
+            _write_atomically(config, POLICY.sub(policy.group(0), text) if policy else text)
+            shutil.copy2(Path(template) / "model.py", self.model_dir / "model.py")
+            replaced += [str(config), str(self.model_dir / "model.py")]
+        for version in self.versions():
+            code = self.model_dir / str(version)
+            if (code / "wire.py").exists() and "REQUEST_HISTORY" not in (code / "wire.py").read_text():
+                shutil.copy2(self.model_dir / "model.py", code / "model.py")
+                shutil.copy2(wire.__file__, code / "wire.py")
+                replaced.append(str(code))
+        if replaced:
+            log.warning("model repository upgraded to the joined HISTORY and RANKED forms: %s", ", ".join(replaced))
+        return replaced
 
     @contextmanager
     def publishing(self):
@@ -270,6 +296,12 @@ def _link(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{STAGING}{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _stage(export_dir: Path, staging: Path, model_code: Path, int8: bool) -> None:

@@ -34,6 +34,29 @@ def test_publish_into_a_new_repository_brings_the_model_config_and_code(reposito
     assert (repository.model_dir / "1" / "model.py").read_text() == (TEMPLATE / "model.py").read_text()
 
 
+def test_a_repository_from_before_the_joined_forms_is_upgraded_and_keeps_its_pin_and_graphs(repository, tmp_path):
+    for version in (1, 2):
+        repository.publish(fake_export(tmp_path / "export", marker=f"graph {version}"))
+    mark_verified(repository.model_dir / "1", {})
+    repository.pin()
+    config = repository.model_dir / "config.pbtxt"
+    old_config = config.read_text().replace('name: "HISTORY"', 'name: "OLD"')
+    config.write_text(old_config)
+    for version in (1, 2):
+        (repository.model_dir / str(version) / "wire.py").write_text('REQUEST_ITEMS = "ITEMS"\n')
+        (repository.model_dir / str(version) / "model.py").write_text("old\n")
+    replaced = repository.upgrade()
+    assert replaced == [str(config), str(repository.model_dir / "model.py"),
+                        str(repository.model_dir / "1"), str(repository.model_dir / "2")]
+    assert 'name: "HISTORY"' in config.read_text() and repository.pinned() == 1
+    for version in (1, 2):
+        code = repository.model_dir / str(version)
+        assert (code / "model.py").read_text() == (TEMPLATE / "model.py").read_text()
+        assert "REQUEST_HISTORY" in (code / "wire.py").read_text()
+        assert (code / "model.onnx").read_text() == f"graph {version}"
+    assert repository.upgrade() == []  # once only
+
+
 def test_versions_count_up_and_leave_no_staging_directories(repository, tmp_path):
     export = fake_export(tmp_path / "export")
     assert [repository.publish(export) for _ in range(3)] == [1, 2, 3]
