@@ -126,8 +126,9 @@ class ModelRepository:
         the new code still reads the ITEMS form. What it replaced, by path."""
         replaced = []
         config = self.model_dir / "config.pbtxt"
-        if f'name: "{wire.REQUEST_HISTORY}"' not in config.read_text():
-            policy = POLICY.search(config.read_text())
+        current = config.read_text()
+        if f'name: "{wire.REQUEST_HISTORY}"' not in current:
+            policy = POLICY.search(current)
             text = (Path(template) / "config.pbtxt").read_text()
             _write_atomically(config, POLICY.sub(policy.group(0), text) if policy else text)
             shutil.copy2(Path(template) / "model.py", self.model_dir / "model.py")
