@@ -14,18 +14,20 @@ from shopguide.config import Settings
 TRITON_POOL = 32  # distinct micro-batches the Triton measurement cycles through
 
 
-def passthrough_rate(settings: Settings, events: int, passes: int = 2, as_worker: bool = False) -> float:
+def passthrough_rate(settings: Settings, events: int, passes: int = 2, as_worker: bool = False,
+                     label: str = "") -> float:
     """Events/s of the bare Faust agent over `events` synthetic events on topics of its own (named
-    under the run's prefix, so the run's clean-up deletes them): the fastest of `passes`. The first
-    pass meets a broker just started (its JIT cold): four passes in a row on this 2-core machine gave
-    3,116, 3,835, 4,135 and 3,575 events/s, while the pipeline's stages run on a warm one.
-    `as_worker`: the agent takes its messages from the consumer as the session worker does."""
+    under the run's prefix and `label`, so the run's clean-up deletes them): the fastest of
+    `passes`. The first pass meets a broker just started (its JIT cold): four passes in a row on
+    this 2-core machine gave 3,116, 3,835, 4,135 and 3,575 events/s, while the pipeline's stages
+    run on a warm one. `as_worker`: the agent takes its messages from the consumer as the session
+    worker does."""
     from streams.bench_stream import measure_passthrough
     from streams.topics import own_pipeline
 
     variant = "-as-worker" if as_worker else ""
-    return max(measure_passthrough(own_pipeline(settings, f"{settings.worker_id}-passthrough{variant}{n or ''}"), events,
-                                   as_worker) for n in range(passes))
+    return max(measure_passthrough(own_pipeline(settings, f"{settings.worker_id}-passthrough{variant}{label}{n or ''}"),
+                                   events, as_worker) for n in range(passes))
 
 
 def histories(events: list[tuple], length: int) -> list[tuple]:
