@@ -6,14 +6,14 @@ First the parts alone, on the run's broker and Triton: the Faust pass-through ag
 yardstick is Faust as published, measured again with the session worker's hand-off from the
 consumer to the streams, `faust_internals.deliver_inline`) and the served model (users/s over the
 histories this run's events build); the pass-through runs once more after the stages, on a broker
-whose JIT has done its work, and the fastest pass is the yardstick. Then the pipeline: Toys clicks as a steady stream of shoppers
-(console/shoppers.py: a thousand clicking in turn, so every stage reads histories as long as the
-data's, wherever it falls; the warm-up replays the first shoppers' earlier clicks), each
-preceded with probability --search-share by the same user's search for two or three consecutive
-words of the item's title in the Toys catalogue (items.tsv beside the clicks; without it, or for
-a title of one word, the query is "wooden toys"), offered at fixed rates, fractions of the
-pass-through rate, from a storefront process of its own; latency is the recommendation's arrival
-at a storefront consumer minus its event's Kafka timestamp. A stage is
+whose JIT has done its work, and the fastest pass is the yardstick. Then the pipeline: Toys clicks
+as a steady stream of shoppers (console/shoppers.py: a thousand clicking in turn, so every stage
+reads histories as long as the data's, wherever it falls; the warm-up replays the first shoppers'
+earlier clicks), each preceded with probability --search-share by the same user's search for two
+or three consecutive words of the item's title in the Toys catalogue (items.tsv beside the clicks;
+without it, or for a title of one word, the query is "wooden toys"), offered at fixed rates,
+fractions of the pass-through rate, from a storefront process of its own; latency is the
+recommendation's arrival at a storefront consumer minus its event's Kafka timestamp. A stage is
 sustained when the producer kept the rate, every recommendation arrived within the drain time
 after the last event, at most 1 % of them came from the popularity fallback (a Triton call that
 timed out under load answers its batch from popularity, which keeps up without the model), and

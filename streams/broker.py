@@ -202,7 +202,7 @@ class LocalBroker:
 def lower_compilers(pid: int) -> None:
     """Run the JVM's JIT compiler threads at the lowest priority. Sharing two cores with the
     pipeline, the broker's C2 compiler took 20 s of CPU in a 3-minute `bench e2e`, as much as its
-    request handlers, in bursts of up to a core; at nice 19 it compiles in the cores' idle time
+    request handlers, at up to 0.8 of a core; at nice 19 it compiles in the cores' idle time
     instead of taking one from the worker (README, Headroom). A no-op without Linux's /proc."""
     for task in Path(f"/proc/{pid}/task").glob("*"):
         with contextlib.suppress(OSError, ValueError):  # a thread that just ended
