@@ -182,8 +182,7 @@ def _measure(args, settings: Settings, worker, events, warmup: int):
     # nice 19 and wait for idle time, streams/broker.py): the yardstick is the fastest pass, warm ones included.
     warm = passthrough_rate(settings, args.passthrough_events, passes=1, label="-warm")
     print(f"pass-through again after the stages, on a warm broker: {warm:,.0f} events/s")
-    capacities = {"passthrough": max(passthrough, warm), "cold": passthrough, "warm": warm, "as_worker": as_worker,
-                  "triton": triton}
+    capacities = {"cold": passthrough, "warm": warm, "as_worker": as_worker, "triton": triton}
     return capacities, latency, sorted(stages, key=lambda s: s.target), profile
 
 
@@ -342,10 +341,11 @@ def _print(capacities: dict, latency: Stage, stages: list[Stage], profile) -> No
               f"{s.percentile(0.95):>8,.1f} {s.percentile(0.99):>8,.1f}  "
               f"{s.percentile(0.5, 'in_worker'):>8,.1f}/{s.percentile(0.99, 'in_worker'):<8,.1f} {s.fallbacks:>9,} "
               f"{s.inferred:>8.2f} {s.steered:>7.2f}  {'yes' if s.sustained else 'no'}")
-    passthrough, as_worker, triton = capacities["passthrough"], capacities["as_worker"], capacities["triton"]
+    cold, warm, as_worker, triton = (capacities[part] for part in ("cold", "warm", "as_worker", "triton"))
+    passthrough = max(cold, warm)  # the yardstick
     best = max((s.target for s in stages if s.sustained), default=0.0)
     print(f"\ncapacities in this run: Faust pass-through {passthrough:,.0f} events/s (the fastest of three passes: "
-          f"{capacities['cold']:,.0f} before the stages, the faster of two, and {capacities['warm']:,.0f} after them; "
+          f"{cold:,.0f} before the stages, the faster of two, and {warm:,.0f} after them; "
           f"{as_worker:,.0f} with the worker's hand-off from the consumer to the streams); "
           f"Triton {triton['users_per_s']:,.0f} users/s (micro-batches of {triton['batch']:.0f}, p50 {triton['p50_ms']:.1f} ms)")
     bound = "at least " if all(s.sustained for s in stages) else ""  # the top step is then a lower bound
